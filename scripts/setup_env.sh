@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Create or refresh .venv with everything dcmif_ros needs, then build the interfaces (msg/).
+# Idempotent: a stamp holding the hash of the inputs makes a second run take seconds.
+# Any failure prints one line naming what is missing and leaves no stamp, so nothing later
+# runs against a half-built environment.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+venv="$root/.venv"
+fail() { echo "dcmif setup failed: $*" >&2; exit 1; }
+
+py="${PYTHON:-python3}"
+command -v "$py" >/dev/null || fail "no $py on PATH (Python 3.11 is required: the ROS 2 wheels are cp311)"
+ver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+[ "$ver" = "3.11" ] || fail "Python $ver found, Python 3.11 required (the ROS 2 Kilted wheels are built for cp311); set PYTHON=/path/to/python3.11"
+command -v cmake >/dev/null || fail "cmake not found (needed to build msg/); install it (apt-get install cmake)"
+command -v cc >/dev/null || fail "no C compiler found (needed to build msg/); install gcc"
+
+inputs_hash="$(cat requirements.txt setup.py setup.cfg package.xml msg/*.msg scripts/setup_env.sh scripts/build_interfaces.sh 2>/dev/null | sha256sum | cut -c1-16)"
+stamp="$venv/.dcmif-setup-$inputs_hash"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+rm -f "$venv"/.dcmif-setup-*
+
+if [ ! -x "$venv/bin/python" ]; then
+  "$py" -m venv "$venv" || fail "could not create $venv (is the venv module installed? apt-get install python3-venv)"
+fi
+log="$venv/setup.log"
+: > "$log"
+echo "dcmif setup: installing dependencies into .venv (log: .venv/setup.log)"
+if ! "$venv/bin/python" -m pip install --disable-pip-version-check -q -r requirements.txt >>"$log" 2>&1; then
+  if grep -qiE "connection|network|resolve|timed out|Max retries" "$log"; then
+    fail "cannot reach the package registry to install requirements.txt (no network?); see .venv/setup.log"
+  fi
+  fail "pip could not install requirements.txt: $(grep -iE '^ERROR' "$log" | head -1) (see .venv/setup.log)"
+fi
+"$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . >>"$log" 2>&1 \
+  || fail "could not install the dcmif_ros package itself (see .venv/setup.log)"
+bash scripts/build_interfaces.sh >>"$log" 2>&1 \
+  || fail "building the ROS interfaces in msg/ failed: $(tail -1 "$log") (see .venv/setup.log)"
+"$venv/bin/python" -c "import dcmif_ros, rclpy, onnxruntime, torch, dcmif_msgs.msg" >>"$log" 2>&1 \
+  || fail "the environment does not import: $(tail -1 "$log")"
+touch "$stamp"
+echo "dcmif setup: ready (.venv/bin/dcmif, .venv/bin/dcmif_node)"
