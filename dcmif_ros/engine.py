@@ -1,0 +1,214 @@
+"""FusionEngine: the DCMIF inference graph on onnxruntime, with the host pre/post-processing around it.
+
+One call takes a BGR uint8 frame and returns the fused BGR frame, the pseudo-thermal image and (optionally)
+the gate map. The engine checks the manifest and hashes before loading, checks which execution providers
+the session really got (and refuses a silent CPU fallback unless allowed), warms up, and binds outputs
+to the device with IO binding so GPU results are copied once.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dcmif_ros.export import MANIFEST_FORMAT, sha256
+
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+PROVIDER_CHAINS = {
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "cpu": ["CPUExecutionProvider"],
+}
+PROVIDER_SHORT_NAMES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda",
+                        "CPUExecutionProvider": "cpu"}
+WARMUP_RUNS = 2
+WARMUP_SIZE = (64, 64)  # (height, width) of the warm-up frame, before padding
+
+
+class EngineError(RuntimeError):
+    """The model files or the execution provider cannot be used; the message names which."""
+
+
+@dataclass
+class FusionResult:
+    fused: np.ndarray  # BGR uint8, same size as the input
+    pseudo_ir: np.ndarray  # uint8 H×W
+    gate: np.ndarray | None  # float32 H×W in [0, 1]: weight of the pseudo-IR, averaged over atoms
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FiLM:
+    """Per-atom modulation (γ, β) fed to the graph; identity means no prior."""
+
+    gamma: np.ndarray
+    beta: np.ndarray
+
+    @classmethod
+    def identity(cls, atoms: int) -> "FiLM":
+        return cls(np.ones(atoms, np.float32), np.zeros(atoms, np.float32))
+
+
+def validate_frame(frame: np.ndarray) -> np.ndarray:
+    """A BGR uint8 H×W×3 frame, or a clear reason why not (grey H×W is accepted and expanded)."""
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"expected a numpy image, got {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got dtype {frame.dtype}")
+    if frame.ndim == 2:
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected a BGR image with 3 channels, got shape {frame.shape}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"zero-size image {frame.shape[1]}x{frame.shape[0]}")
+    return frame
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+    height, width = image.shape
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return image
+    return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
+
+
+def load_manifest(model_path: Path) -> dict:
+    manifest_path = model_path.with_suffix(".json")
+    if not model_path.is_file():
+        raise EngineError(f"ONNX model not found: {model_path}")
+    if not manifest_path.is_file():
+        raise EngineError(f"manifest not found beside the model: {manifest_path}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise EngineError(f"manifest {manifest_path} is not valid JSON: {exc}") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise EngineError(f"manifest {manifest_path}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    if sha256(model_path) != manifest["onnx_sha256"]:
+        raise EngineError(f"{model_path} does not match its manifest {manifest_path.name} (sha256 differs): "
+                          "the file is corrupt or from another export")
+    return manifest
+
+
+def resolve_providers(provider: str, available: list[str]) -> list[str]:
+    if provider not in PROVIDER_CHOICES:
+        raise EngineError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDER_CHOICES)}")
+    if provider == "auto":
+        return [p for p in PROVIDER_CHAINS["tensorrt"] if p in available]
+    wanted = PROVIDER_CHAINS[provider][0]
+    if wanted not in available:
+        raise EngineError(f"execution provider {provider!r} ({wanted}) is not available in this onnxruntime "
+                          f"build; available: {', '.join(available)}")
+    return PROVIDER_CHAINS[provider]
+
+
+class FusionEngine:
+    """Runs the exported DCMIF graph. ``processing_size`` (width, height) runs the network at that resolution
+    and transfers the thermal change back to the full-resolution luminance."""
+
+    def __init__(self, model_path: str | Path, provider: str = "auto", allow_cpu_fallback: bool = True,
+                 processing_size: tuple[int, int] | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.model_path = Path(model_path)
+        self.manifest = load_manifest(self.model_path)
+        self.atoms = int(self.manifest["atoms"])
+        self.pad_multiple = int(self.manifest["pad_multiple"])
+        self.processing_size = processing_size
+        self.film_matrices = self._load_film()
+        requested = resolve_providers(provider, ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=requested)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EngineError(f"onnxruntime cannot load {self.model_path}: {exc}") from None
+        self.providers = self.session.get_providers()
+        self.provider = PROVIDER_SHORT_NAMES.get(self.providers[0], self.providers[0])
+        if provider != "cpu" and self.provider == "cpu" and requested[0] != "CPUExecutionProvider":
+            message = f"asked for {provider!r} ({requested[0]}) but the session runs on CPUExecutionProvider"
+            if not allow_cpu_fallback:
+                raise EngineError(message + " and allow_cpu_fallback is false")
+            self.fallback_warning = message
+        else:
+            self.fallback_warning = None
+        self.device = "cuda" if self.provider in ("cuda", "tensorrt") else "cpu"
+        self.identity = FiLM.identity(self.atoms)
+        self.warm_up()
+
+    def _load_film(self) -> dict[str, np.ndarray]:
+        path = self.model_path.with_name(self.manifest["film_file"])
+        if not path.is_file():
+            raise EngineError(f"FiLM heads not found: {path}")
+        if sha256(path) != self.manifest["film_sha256"]:
+            raise EngineError(f"{path} does not match the manifest (sha256 differs)")
+        with np.load(path) as data:
+            return {k: data[k].astype(np.float32) for k in data.files}
+
+    def film_from_features(self, features: np.ndarray) -> FiLM:
+        """Φγ, Φβ applied to prior text features F_text (the FiLM heads of the checkpoint)."""
+        features = np.asarray(features, np.float32).reshape(-1)
+        expected = self.film_matrices["gamma_weight"].shape[1]
+        if features.shape[0] != expected:
+            raise ValueError(f"prior features have {features.shape[0]} values, the model's FiLM heads expect {expected} "
+                             f"(trained with {self.manifest['prior_encoder_id']})")
+        m = self.film_matrices
+        return FiLM(1.0 + m["gamma_weight"] @ features + m["gamma_bias"], m["beta_weight"] @ features + m["beta_bias"])
+
+    def warm_up(self) -> None:
+        frame = np.full((*WARMUP_SIZE, 3), 128, np.uint8)
+        for _ in range(WARMUP_RUNS):
+            self.run(frame, want_gate=True)
+
+    def infer_luminance(self, luminance: np.ndarray, film: FiLM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Y float32 H×W in [0,1] (any size) → (fused Y, pseudo-IR, gate) float32 H×W, via the ONNX graph."""
+        height, width = luminance.shape
+        padded = pad_to_multiple(luminance, self.pad_multiple)[None, None]
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("luminance", np.ascontiguousarray(padded, np.float32))
+        binding.bind_cpu_input("gamma", np.asarray(film.gamma, np.float32).reshape(1, -1))
+        binding.bind_cpu_input("beta", np.asarray(film.beta, np.float32).reshape(1, -1))
+        for name in ("fused", "pseudo_ir", "gate"):
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        fused, pseudo_ir, gate = (o[0, 0, :height, :width] for o in binding.copy_outputs_to_cpu())
+        return fused, pseudo_ir, gate
+
+    def run(self, frame: np.ndarray, film: FiLM | None = None, want_gate: bool = False) -> FusionResult:
+        frame = validate_frame(frame)
+        film = film or self.identity
+        t0 = time.perf_counter()
+        ycrcb = cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)
+        luminance = ycrcb[:, :, 0].astype(np.float32) * (1.0 / 255.0)
+        network_input = luminance
+        if self.processing_size is not None and tuple(self.processing_size) != (frame.shape[1], frame.shape[0]):
+            network_input = cv2.resize(luminance, tuple(self.processing_size), interpolation=cv2.INTER_AREA)
+        t1 = time.perf_counter()
+        fused, pseudo_ir, gate = self.infer_luminance(network_input, film)
+        t2 = time.perf_counter()
+        if network_input is not luminance:
+            size = (frame.shape[1], frame.shape[0])
+            change = cv2.resize(fused - network_input, size, interpolation=cv2.INTER_LINEAR)
+            fused = luminance + change
+            pseudo_ir = cv2.resize(pseudo_ir, size, interpolation=cv2.INTER_LINEAR)
+            gate = cv2.resize(gate, size, interpolation=cv2.INTER_LINEAR)
+        ycrcb[:, :, 0] = to_uint8(fused)
+        result = FusionResult(
+            fused=cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR),
+            pseudo_ir=to_uint8(pseudo_ir),
+            gate=np.clip(gate, 0.0, 1.0) if want_gate else None,
+        )
+        t3 = time.perf_counter()
+        result.timings_ms = {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
+                             "total": (t3 - t0) * 1e3}
+        return result
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -1,0 +1,80 @@
+"""Export a DCMIF checkpoint to ONNX (dynamic H×W, no FFT/complex ops) plus its FiLM heads and a manifest.
+
+Files written for ``<name>``: ``<name>.onnx`` (Y, γ, β → fused Y, pseudo-IR, gate), ``<name>.film.npz`` (Φγ, Φβ
+as plain matrices, so the runtime needs no torch) and ``<name>.json`` (what the engine checks before use).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dcmif_ros.checkpoint import DCMIFBundle
+
+OPSET = 17
+FORBIDDEN_OPS = {"DFT", "STFT"}
+MANIFEST_FORMAT = "dcmif-onnx/1"
+INPUT_NAMES = ["luminance", "gamma", "beta"]
+OUTPUT_NAMES = ["fused", "pseudo_ir", "gate"]
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: str | Path | None = None,
+                  trained: bool = True) -> Path:
+    """Write the ONNX graph, FiLM matrices and manifest; returns the ONNX path."""
+    import onnx
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net, config = bundle.net.eval(), bundle.net.config
+    onnx_path, film_path, manifest_path = (out_dir / f"{name}{suffix}" for suffix in (".onnx", ".film.npz", ".json"))
+    multiple = config.pad_multiple
+    example = (torch.rand(1, 1, 6 * multiple, 8 * multiple), *net.identity_film())
+    dynamic = {"luminance": {2: "height", 3: "width"}, "fused": {2: "height", 3: "width"},
+               "pseudo_ir": {2: "height", 3: "width"}, "gate": {2: "height", 3: "width"}}
+    with torch.no_grad():
+        torch.onnx.export(net, example, str(onnx_path), input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+    graph = onnx.load(str(onnx_path))
+    onnx.checker.check_model(graph)
+    used = {node.op_type for node in graph.graph.node}
+    if used & FORBIDDEN_OPS:
+        raise RuntimeError(f"exported graph uses {sorted(used & FORBIDDEN_OPS)}, which GPU providers cannot run")
+    film = bundle.film
+    np.savez(film_path, gamma_weight=film.gamma.weight.detach().numpy(), gamma_bias=film.gamma.bias.detach().numpy(),
+             beta_weight=film.beta.weight.detach().numpy(), beta_bias=film.beta.bias.detach().numpy())
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "model": f"dcmif-{config.name}",
+        "size": config.name,
+        "atoms": config.atoms,
+        "kernel_size": config.kernel_size,
+        "pad_multiple": multiple,
+        "input_range": [0.0, 1.0],
+        "inputs": INPUT_NAMES,
+        "outputs": OUTPUT_NAMES,
+        "opset": OPSET,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "prior_encoder_id": bundle.prior_encoder_id,
+        "prior_feature_dim": bundle.prior_feature_dim,
+        "trained": trained,
+        "onnx_file": onnx_path.name,
+        "onnx_sha256": sha256(onnx_path),
+        "film_file": film_path.name,
+        "film_sha256": sha256(film_path),
+        "weights_file": Path(source).name if source else None,
+        "weights_sha256": sha256(source) if source else None,
+        "metadata": bundle.metadata,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return onnx_path

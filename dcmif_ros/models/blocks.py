@@ -1,0 +1,81 @@
+"""Building blocks shared by CoeNet, RIN and RFN: a two-level U-Net that works below full resolution.
+
+Coefficient maps are full resolution (the dictionary needs every pixel), but the reasoning over them does
+not need to be: the backbone enters with a ``entry_stride``×``entry_stride`` strided convolution (the same
+map as pixel-unshuffle + 1×1 convolution, without the 6-D transposes that onnxruntime runs slowly), runs
+depthwise-separable residual blocks with channel attention at that level and one level lower, and leaves
+with the matching transposed convolution. That is how the ``tiny`` preset stays within a few GFLOPs per
+640×480 frame.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dcmif_ros.models.config import BackboneConfig
+
+NEAR_ZERO_INIT_STD = 1e-3
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation: rescale channels from their global average (the CBAM channel branch)."""
+
+    def __init__(self, channels: int, reduction: int = 4):
+        super().__init__()
+        hidden = max(channels // reduction, 4)
+        self.mlp = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mlp(x)
+
+
+class SeparableResidualBlock(nn.Module):
+    """x + pw(act(pw(dw3x3(x)))) with channel attention: most receptive field per FLOP."""
+
+    def __init__(self, channels: int, expansion: int):
+        super().__init__()
+        hidden = channels * expansion
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels),
+            nn.Conv2d(channels, hidden, 1),
+            nn.GELU(approximate="tanh"),
+            nn.Conv2d(hidden, channels, 1),
+            ChannelAttention(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class CoefficientBackbone(nn.Module):
+    """Full-resolution ``in_channels`` → full-resolution ``out_channels`` through a low-resolution U-Net.
+
+    The output layer starts near zero (small, not zero, so every layer gets gradient from the first step):
+    a residual user of the backbone starts close to the identity.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, config: BackboneConfig):
+        super().__init__()
+        stride, width = config.entry_stride, config.width
+        upper_blocks, lower_blocks = config.blocks_per_level
+        self.entry = nn.Conv2d(in_channels, width, stride, stride=stride)
+        self.upper = nn.Sequential(*[SeparableResidualBlock(width, config.expansion) for _ in range(upper_blocks)])
+        self.down = nn.Conv2d(width, 2 * width, 2, stride=2)
+        self.lower = nn.Sequential(*[SeparableResidualBlock(2 * width, config.expansion) for _ in range(lower_blocks)])
+        self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
+        self.merge = SeparableResidualBlock(width, config.expansion)
+        self.exit = nn.ConvTranspose2d(width, out_channels, stride, stride=stride)
+        nn.init.normal_(self.exit.weight, std=NEAR_ZERO_INIT_STD)
+        nn.init.zeros_(self.exit.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        upper = self.upper(self.entry(x))
+        lower = self.lower(self.down(upper))
+        merged = self.merge(upper + self.up(lower))
+        return self.exit(merged)

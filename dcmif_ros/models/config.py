@@ -1,0 +1,81 @@
+"""Model sizes as dataclasses: one code path, two presets (``tiny`` for real-time CPU, ``base`` for GPUs)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """A low-resolution U-Net over coefficient maps (see ``blocks.CoefficientBackbone``).
+
+    ``entry_stride`` is the pixel-unshuffle factor from full resolution to the first level; the heavy
+    work runs there and one level further down, which is what keeps the full-resolution cost small.
+    """
+
+    width: int
+    blocks_per_level: tuple[int, int] = (1, 1)
+    entry_stride: int = 4
+    expansion: int = 2
+
+
+@dataclass(frozen=True)
+class DCMIFConfig:
+    """Everything that fixes a DCMIF network's shapes.
+
+    ``atoms`` and ``kernel_size`` define the shared dictionary D (B atoms of k×k).
+    ``solver_kernel_size`` bounds the spatial filter that replaces the FFT in the coefficient solve at
+    inference; the export checks that the truncation loses less than ``solver_tail_tolerance``.
+    """
+
+    name: str
+    atoms: int
+    kernel_size: int = 5
+    unfolded_blocks: int = 1
+    coenet: BackboneConfig = field(default_factory=lambda: BackboneConfig(width=32))
+    rin: BackboneConfig = field(default_factory=lambda: BackboneConfig(width=32, blocks_per_level=(2, 2)))
+    rfn: BackboneConfig = field(default_factory=lambda: BackboneConfig(width=24))
+    dicnet_width: int = 32
+    hypnet_width: int = 64
+    hyper_sigma: float = 1.0
+    min_data_weight: float = 0.5
+    solver_kernel_size: int = 25
+    solver_tail_tolerance: float = 1e-6
+    text_feature_dim: int = 384
+
+    @property
+    def pad_multiple(self) -> int:
+        """Inputs are padded to this multiple so every backbone level divides evenly."""
+        strides = [c.entry_stride * 2 for c in (self.coenet, self.rin, self.rfn)]
+        return max(strides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DCMIFConfig":
+        data = dict(data)
+        for key in ("coenet", "rin", "rfn"):
+            sub = dict(data[key])
+            sub["blocks_per_level"] = tuple(sub["blocks_per_level"])
+            data[key] = BackboneConfig(**sub)
+        return cls(**data)
+
+
+PRESETS: dict[str, DCMIFConfig] = {
+    "tiny": DCMIFConfig(name="tiny", atoms=16),
+    "base": DCMIFConfig(
+        name="base",
+        atoms=64,
+        coenet=BackboneConfig(width=64, blocks_per_level=(2, 2), entry_stride=2),
+        rin=BackboneConfig(width=96, blocks_per_level=(3, 3), entry_stride=2),
+        rfn=BackboneConfig(width=64, blocks_per_level=(2, 2), entry_stride=2),
+        dicnet_width=64,
+    ),
+}
+
+
+def get_config(name: str) -> DCMIFConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown model size {name!r}; choose one of {sorted(PRESETS)}") from None

@@ -1,0 +1,141 @@
+"""The DCMIF inference network: REN → FiLM → RIN → RFN gate → TailNet, all in the coefficient domain.
+
+Per frame: S̃_vis = REN(Y); S_fm = γ ⊙ S̃_vis + β; S_pir = RIN(S_fm); (W_vis, W_pir) = softmax(RFN(S̃_vis, S_pir));
+S_f = W_vis ⊙ S̃_vis + W_pir ⊙ S_pir; I_f = D ⋆ S_f, I_pir = D ⋆ S_pir.
+γ, β are graph inputs: identity (γ = 1, β = 0) gives the first-pass pseudo-IR that the language-model prior
+reviews; the prior's γ, β then modulate every following frame (DCMIF Alg. 2, with the first RIN pass run only
+when the prior refreshes instead of on every frame).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dcmif_ros.models.blocks import CoefficientBackbone
+from dcmif_ros.models.config import DCMIFConfig
+from dcmif_ros.models.dictionary import normalize_atoms, solver_filter, synthesize
+from dcmif_ros.models.jsrl import JSRL, REN
+
+
+class RIN(nn.Module):
+    """Representation inference: visible coefficients → pseudo-infrared coefficients (residual, starts as identity)."""
+
+    def __init__(self, config: DCMIFConfig):
+        super().__init__()
+        self.backbone = CoefficientBackbone(config.atoms, config.atoms, config.rin)
+
+    def forward(self, coefficients: torch.Tensor) -> torch.Tensor:
+        return coefficients + self.backbone(coefficients)
+
+
+class FiLMHeads(nn.Module):
+    """Φγ, Φβ: text features → per-atom (γ, β), initialised to the identity (γ = 1, β = 0)."""
+
+    def __init__(self, feature_dim: int, atoms: int):
+        super().__init__()
+        self.gamma = nn.Linear(feature_dim, atoms)
+        self.beta = nn.Linear(feature_dim, atoms)
+        for layer in (self.gamma, self.beta):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 1.0 + self.gamma(features), self.beta(features)
+
+
+class RFN(nn.Module):
+    """Representation fusion: the per-atom, per-pixel gate W_pir (and W_vis = 1 − W_pir).
+
+    A softmax over two sources depends only on the difference of their logits, so the network predicts that
+    difference and the gate is its sigmoid: the same family as the paper's softmax, at half the output cost
+    and without a softmax over a non-final axis (slow in onnxruntime).
+    """
+
+    def __init__(self, config: DCMIFConfig):
+        super().__init__()
+        self.backbone = CoefficientBackbone(2 * config.atoms, config.atoms, config.rfn)
+
+    def forward(self, vis: torch.Tensor, pseudo_ir: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.backbone(torch.cat([vis, pseudo_ir], dim=1)))  # W_pir, (N, B, H, W)
+
+
+@dataclass
+class DCMIFOutput:
+    fused: torch.Tensor
+    pseudo_ir: torch.Tensor
+    gate: torch.Tensor
+    coef_vis: torch.Tensor
+    coef_pseudo_ir: torch.Tensor
+
+
+class DCMIFNet(nn.Module):
+    """The per-frame inference graph. Input Y in [0,1], (N,1,H,W) with H, W multiples of ``pad_multiple``."""
+
+    def __init__(self, config: DCMIFConfig):
+        super().__init__()
+        self.config = config
+        atoms, k = config.atoms, config.kernel_size
+        self.ren = REN(config)
+        self.rin = RIN(config)
+        self.rfn = RFN(config)
+        self.register_buffer("dictionary", torch.zeros(1, atoms, k, k))
+
+    def infer(self, luminance: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> DCMIFOutput:
+        coef_vis = self.ren(luminance)
+        modulated = gamma.reshape(-1, self.config.atoms, 1, 1) * coef_vis + beta.reshape(-1, self.config.atoms, 1, 1)
+        coef_pir = self.rin(modulated)
+        weight_pir = self.rfn(coef_vis, coef_pir)
+        coef_fused = coef_vis + weight_pir * (coef_pir - coef_vis)  # W_vis ⊙ S_vis + W_pir ⊙ S_pir
+        return DCMIFOutput(
+            fused=synthesize(coef_fused, self.dictionary),
+            pseudo_ir=synthesize(coef_pir, self.dictionary),
+            gate=weight_pir.mean(1, keepdim=True),
+            coef_vis=coef_vis,
+            coef_pseudo_ir=coef_pir,
+        )
+
+    def forward(self, luminance: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor):
+        """ONNX signature: (Y, γ, β) → (fused Y, pseudo-IR, gate)."""
+        out = self.infer(luminance, gamma, beta)
+        return out.fused, out.pseudo_ir, out.gate
+
+    def identity_film(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.dictionary.device
+        return torch.ones(batch, self.config.atoms, device=device), torch.zeros(batch, self.config.atoms, device=device)
+
+
+def ren_from_jsrl(jsrl: JSRL, modality: str = "vis") -> REN:
+    """Freeze one JSRL branch into an exportable REN: the FFT solve becomes the equivalent spatial filter.
+
+    Raises when the filter would need to be larger than the configured bound to stay exact.
+    """
+    config = jsrl.config
+    ren = REN(config, modality)
+    ren.head.load_state_dict(jsrl.heads[modality].state_dict())
+    ren.coenet.load_state_dict(jsrl.coenets[modality].state_dict())
+    with torch.no_grad():
+        hyper = jsrl.hypnets[0](jsrl.sigma)
+        d0 = jsrl.dictionary_zero()
+        kernel, tail = solver_filter(d0, float(hyper[f"csb_{modality}"]), config.solver_kernel_size)
+        if tail > config.solver_tail_tolerance:
+            raise ValueError(
+                f"the spatial coefficient solve would drop {tail:.2e} of the filter energy (> "
+                f"{config.solver_tail_tolerance:.0e}); raise solver_kernel_size or min_data_weight"
+            )
+        ren.dictionary.copy_(d0)
+        ren.solver_kernel.copy_(kernel)
+        ren.prox_weight.copy_(hyper[f"prox_{modality}"])
+    for p in ren.parameters():
+        p.requires_grad_(False)
+    return ren
+
+
+def dcmif_from_jsrl(jsrl: JSRL, dictionary: torch.Tensor) -> DCMIFNet:
+    """A fresh DCMIFNet whose REN and shared dictionary come from a trained JSRL (stage 2 starts here)."""
+    net = DCMIFNet(jsrl.config)
+    net.ren = ren_from_jsrl(jsrl)
+    with torch.no_grad():
+        net.dictionary.copy_(normalize_atoms(dictionary))
+    return net

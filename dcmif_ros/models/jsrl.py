@@ -1,0 +1,168 @@
+"""JSRL: joint shared-dictionary representation learning by unfolded optimisation (DCMIF, Alg. 1).
+
+Each IV-DLB alternates, for visible and infrared:
+  CSB (exact closed-form coefficient solve with the current D) → CoeNet (learned proximal step, soft
+  threshold = the ℓ1 sparsity prior on S), then DSB (joint least-squares dictionary solve over both
+  modalities) → DicNet (learned proximal step on D, projected to unit-norm atoms = the norm prior on D).
+HypNet predicts the six step sizes/thresholds of every block from the scale factor σ.
+
+Unlike the reference code, D₀ is a learned unit-norm dictionary (not zero, which makes the first CSB the
+identity), and the DSB is one joint float64 solve (not two float32 Cholesky solves that fail silently).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dcmif_ros.models.blocks import NEAR_ZERO_INIT_STD, CoefficientBackbone
+from dcmif_ros.models.config import BackboneConfig, DCMIFConfig
+from dcmif_ros.models.dictionary import (
+    DictionaryNormalEquations,
+    coefficient_solve_fft,
+    coefficient_solve_spatial,
+    normalize_atoms,
+    synthesize,
+)
+
+MODALITIES = ("vis", "ir")
+THRESHOLD_INIT = 1e-3
+
+
+class HypNet(nn.Module):
+    """σ → the positive hyper-parameters of one IV-DLB (paper: μ1..3 and β1..3)."""
+
+    NAMES = ("csb_vis", "csb_ir", "dsb", "prox_vis", "prox_ir", "prox_dic")
+
+    def __init__(self, width: int, minimum: float):
+        super().__init__()
+        self.minimum = minimum
+        self.net = nn.Sequential(nn.Linear(1, width), nn.Tanh(), nn.Linear(width, len(self.NAMES)), nn.Softplus())
+
+    def forward(self, sigma: torch.Tensor) -> dict[str, torch.Tensor]:
+        values = self.net(sigma.reshape(1, 1))[0]
+        return {name: values[i] + (self.minimum if name.startswith(("csb", "dsb")) else 0.0)
+                for i, name in enumerate(self.NAMES)}
+
+
+class HeadNet(nn.Module):
+    """Initial coefficients S₀ from an image: a learned analysis filter bank."""
+
+    def __init__(self, atoms: int, kernel_size: int):
+        super().__init__()
+        self.conv = nn.Conv2d(1, atoms, kernel_size, padding=kernel_size // 2, padding_mode="circular", bias=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.conv(image)
+
+
+def soft_threshold(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * F.relu(x.abs() - threshold)
+
+
+class CoeNet(nn.Module):
+    """Learned proximal operator on coefficients: residual refinement, then per-atom soft threshold."""
+
+    def __init__(self, atoms: int, config: BackboneConfig):
+        super().__init__()
+        self.refine = CoefficientBackbone(atoms, atoms, config)
+        self.log_threshold = nn.Parameter(torch.full((1, atoms, 1, 1), float(torch.log(torch.tensor(THRESHOLD_INIT)))))
+
+    def forward(self, coefficients: torch.Tensor, prox_weight: torch.Tensor) -> torch.Tensor:
+        refined = coefficients + self.refine(coefficients)
+        return soft_threshold(refined, prox_weight * self.log_threshold.exp())
+
+
+class DicNet(nn.Module):
+    """Learned proximal operator on the dictionary (its atoms viewed as a B-channel k×k image)."""
+
+    def __init__(self, atoms: int, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(atoms, width, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(width, atoms, 3, padding=1))
+        nn.init.normal_(self.net[-1].weight, std=NEAR_ZERO_INIT_STD)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, dictionary: torch.Tensor, prox_weight: torch.Tensor) -> torch.Tensor:
+        return normalize_atoms(dictionary + prox_weight * self.net(dictionary))
+
+
+class JSRL(nn.Module):
+    """The unfolded dictionary learner. ``forward`` returns reconstructions, coefficients and the final D."""
+
+    def __init__(self, config: DCMIFConfig, blocks: int = 1):
+        super().__init__()
+        self.config, self.blocks = config, blocks
+        atoms, k = config.atoms, config.kernel_size
+        self.initial_dictionary = nn.Parameter(normalize_atoms(torch.randn(1, atoms, k, k)))
+        self.register_buffer("sigma", torch.tensor(config.hyper_sigma))
+        self.heads = nn.ModuleDict({m: HeadNet(atoms, k) for m in MODALITIES})
+        self.coenets = nn.ModuleDict({m: CoeNet(atoms, config.coenet) for m in MODALITIES})
+        self.hypnets = nn.ModuleList([HypNet(config.hypnet_width, config.min_data_weight) for _ in range(blocks)])
+        self.dicnets = nn.ModuleList([DicNet(atoms, config.dicnet_width) for _ in range(blocks)])
+
+    def dictionary_zero(self) -> torch.Tensor:
+        return normalize_atoms(self.initial_dictionary)
+
+    def encode_step(self, modality: str, image: torch.Tensor, coefficients: torch.Tensor,
+                    dictionary: torch.Tensor, hyper: dict[str, torch.Tensor]) -> torch.Tensor:
+        """CSB then CoeNet for one modality (lines 4–7 of Algorithm 1)."""
+        solved = coefficient_solve_fft(coefficients, image, dictionary, hyper[f"csb_{modality}"])
+        return self.coenets[modality](solved, hyper[f"prox_{modality}"])
+
+    def forward(self, vis: torch.Tensor, ir: torch.Tensor) -> dict[str, torch.Tensor]:
+        images = {"vis": vis, "ir": ir}
+        coefficients = {m: self.heads[m](images[m]) for m in MODALITIES}
+        dictionary = self.dictionary_zero()
+        for hypnet, dicnet in zip(self.hypnets, self.dicnets):
+            hyper = hypnet(self.sigma)
+            coefficients = {m: self.encode_step(m, images[m], coefficients[m], dictionary, hyper) for m in MODALITIES}
+            equations = DictionaryNormalEquations(self.config.atoms, self.config.kernel_size, device=vis.device)
+            for m in MODALITIES:
+                equations.add(coefficients[m], images[m])
+            dictionary = dicnet(equations.solve(dictionary, hyper["dsb"]), hyper["prox_dic"])
+        return {
+            "recon_vis": synthesize(coefficients["vis"], dictionary),
+            "recon_ir": synthesize(coefficients["ir"], dictionary),
+            "coef_vis": coefficients["vis"],
+            "coef_ir": coefficients["ir"],
+            "dictionary": dictionary,
+        }
+
+    @torch.no_grad()
+    def dataset_dictionary(self, pairs) -> torch.Tensor:
+        """The shared dictionary over a whole dataset: the DSB + DicNet of the last block over all ``pairs``.
+
+        This is the D shipped for inference (one D for every image), instead of a per-batch solution.
+        Supports one IV-DLB, the paper's setting; more blocks would need a dataset D per block.
+        """
+        if self.blocks != 1:
+            raise ValueError("dataset_dictionary supports one IV-DLB (the paper's setting)")
+        hyper = self.hypnets[0](self.sigma)
+        prior = self.dictionary_zero()
+        equations = DictionaryNormalEquations(self.config.atoms, self.config.kernel_size, device=prior.device)
+        for vis, ir in pairs:
+            for modality, image in (("vis", vis), ("ir", ir)):
+                coefficients = self.encode_step(modality, image, self.heads[modality](image), prior, hyper)
+                equations.add(coefficients, image)
+        return self.dicnets[0](equations.solve(prior, hyper["dsb"]), hyper["prox_dic"])
+
+
+class REN(nn.Module):
+    """The frozen JSRL encoder for one modality, in exportable form (spatial CSB, no FFT).
+
+    Built from a trained JSRL: HeadNet, the CSB with D₀ and its learned data weight, and CoeNet.
+    """
+
+    def __init__(self, config: DCMIFConfig, modality: str = "vis"):
+        super().__init__()
+        self.modality = modality
+        atoms, k = config.atoms, config.kernel_size
+        self.head = HeadNet(atoms, k)
+        self.coenet = CoeNet(atoms, config.coenet)
+        self.register_buffer("dictionary", torch.zeros(1, atoms, k, k))
+        self.register_buffer("solver_kernel", torch.zeros(1, 1, config.solver_kernel_size, config.solver_kernel_size))
+        self.register_buffer("prox_weight", torch.tensor(1.0))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        solved = coefficient_solve_spatial(self.head(image), image, self.dictionary, self.solver_kernel)
+        return self.coenet(solved, self.prox_weight)

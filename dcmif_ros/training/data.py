@@ -1,0 +1,111 @@
+"""Registered visible/infrared pairs from folders with ``vi/`` and ``ir/`` (the layout of ``../shared/data``).
+
+Images are decoded once and kept in memory as uint8 luminance (visible) and grey (infrared). Crops and flips
+are drawn from a generator seeded by (seed, epoch, index), so runs are reproducible and every epoch sees
+new crops (unlike re-seeding per sample, which freezes the crop).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+VALIDATION_EVERY = 5  # every 5th pair (sorted by name) of each folder is held out for validation
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    name: str
+    visible_path: Path
+    infrared_path: Path
+
+
+def find_pairs(root: str | Path) -> list[ImagePair]:
+    """Pairs of ``root/vi/NAME`` and ``root/ir/NAME``, sorted by name; unmatched names are an error."""
+    root = Path(root)
+    vi_dir, ir_dir = root / "vi", root / "ir"
+    if not vi_dir.is_dir() or not ir_dir.is_dir():
+        raise FileNotFoundError(f"{root} must contain vi/ and ir/ folders")
+    visible = {p.stem: p for p in vi_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    infrared = {p.stem: p for p in ir_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    unmatched = sorted(set(visible) ^ set(infrared))
+    if unmatched:
+        raise ValueError(f"{root}: {len(unmatched)} images without a partner, e.g. {unmatched[:5]}")
+    return [ImagePair(f"{root.name}/{stem}", visible[stem], infrared[stem]) for stem in sorted(visible)]
+
+
+def split_pairs(pairs: list[ImagePair], split: str) -> list[ImagePair]:
+    """``train``, ``val`` (every VALIDATION_EVERY-th pair) or ``all``."""
+    if split == "all":
+        return pairs
+    held_out = {i for i in range(len(pairs)) if i % VALIDATION_EVERY == 0}
+    if split == "val":
+        return [p for i, p in enumerate(pairs) if i in held_out]
+    if split == "train":
+        return [p for i, p in enumerate(pairs) if i not in held_out]
+    raise ValueError(f"unknown split {split!r} (train, val or all)")
+
+
+def collect_pairs(roots: list[str | Path], split: str) -> list[ImagePair]:
+    """The ``split`` of every folder, interleaved folder by folder so any prefix samples all of them."""
+    per_root = [split_pairs(find_pairs(root), split) for root in roots]
+    longest = max((len(p) for p in per_root), default=0)
+    return [pairs[i] for i in range(longest) for pairs in per_root if i < len(pairs)]
+
+
+def load_luminance(path: Path) -> np.ndarray:
+    """The Y channel (full-range BT.601, as PIL/JPEG define it) of a visible image, uint8."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)[:, :, 0]
+
+
+def load_gray(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ValueError(f"cannot read image {path}")
+    return image
+
+
+class PairDataset(Dataset):
+    """Random aligned crops (and horizontal flips) of (Y_vis, IR), as float tensors in [0, 1]."""
+
+    def __init__(self, pairs: list[ImagePair], crop: int, seed: int = 0, augment: bool = True):
+        if not pairs:
+            raise ValueError("no training pairs found")
+        self.pairs, self.crop, self.seed, self.augment = pairs, crop, seed, augment
+        self.visible = [load_luminance(p.visible_path) for p in pairs]
+        self.infrared = [load_gray(p.infrared_path) for p in pairs]
+        for pair, vis, ir in zip(pairs, self.visible, self.infrared):
+            if vis.shape != ir.shape:
+                raise ValueError(f"{pair.name}: visible {vis.shape} and infrared {ir.shape} differ in size")
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        vis, ir = self.visible[index], self.infrared[index]
+        height, width = vis.shape
+        crop_h, crop_w = min(self.crop, height), min(self.crop, width)
+        top = int(rng.integers(0, height - crop_h + 1))
+        left = int(rng.integers(0, width - crop_w + 1))
+        vis = vis[top : top + crop_h, left : left + crop_w]
+        ir = ir[top : top + crop_h, left : left + crop_w]
+        if self.augment and rng.random() < 0.5:
+            vis, ir = vis[:, ::-1], ir[:, ::-1]
+        return {
+            "vis": torch.from_numpy(np.ascontiguousarray(vis)).float().div(255.0)[None],
+            "ir": torch.from_numpy(np.ascontiguousarray(ir)).float().div(255.0)[None],
+            "index": index,
+        }

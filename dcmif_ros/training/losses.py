@@ -1,0 +1,33 @@
+"""Losses of the three DCMIF stages (paper §3; weights in ``StageWeights`` of each stage)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def sobel_magnitude(image: torch.Tensor) -> torch.Tensor:
+    """|Gx| + |Gy| with replicate borders, so image edges do not look like gradients."""
+    kernels = torch.stack([SOBEL_X, SOBEL_X.T])[:, None].to(image)
+    grads = F.conv2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), kernels)
+    return grads.abs().sum(1, keepdim=True)
+
+
+def thermal_region_l1(prediction: torch.Tensor, infrared: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """l_reg: L1 weighted by the per-image min–max normalised infrared, so warm regions count most.
+
+    Symmetric in the error (the reference code's weighting biases the prediction brighter instead).
+    """
+    low = infrared.amin(dim=(2, 3), keepdim=True)
+    high = infrared.amax(dim=(2, 3), keepdim=True)
+    weight = (infrared - low) / (high - low + eps)
+    return (weight * (prediction - infrared).abs()).mean()
+
+
+def max_intensity_l1(fused: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(fused, torch.maximum(first, second))
+
+
+def max_gradient_l1(fused: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(sobel_magnitude(fused), torch.maximum(sobel_magnitude(first), sobel_magnitude(second)))

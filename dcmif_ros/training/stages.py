@@ -1,0 +1,315 @@
+"""The three DCMIF training stages. Each loads what the previous one wrote (``<out>/<stage>/final.pt``).
+
+- ``jsrl``: the unfolded shared-dictionary learner on both modalities; finalises the dataset dictionary D.
+- ``vgii``: RIN (and the FiLM heads Φγ, Φβ) with REN and D frozen. The first half of the steps trains RIN with
+  identity FiLM (the first-pass pseudo-IR); then the prior backend reviews every training pair once (features
+  cached on disk) and the second half trains RIN together with the FiLM heads.
+- ``afri``: the RFN gate with everything else frozen, against max-intensity/max-gradient targets built from the
+  visible image and the **real** infrared: the gate learns where the inferred infrared can be trusted, rather
+  than copying the brighter of VIS and its own pseudo-IR (which would reward hallucinated heat).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dcmif_ros.checkpoint import DCMIFBundle, save_bundle
+from dcmif_ros.models.config import DCMIFConfig, get_config
+from dcmif_ros.models.dcmif import DCMIFNet, FiLMHeads, dcmif_from_jsrl, ren_from_jsrl
+from dcmif_ros.models.dictionary import synthesize
+from dcmif_ros.models.jsrl import JSRL
+from dcmif_ros.training.data import ImagePair, load_gray, load_luminance
+from dcmif_ros.training.loop import TrainConfig
+from dcmif_ros.training.losses import max_gradient_l1, max_intensity_l1, sobel_magnitude, thermal_region_l1
+
+
+@dataclass(frozen=True)
+class JSRLWeights:
+    reconstruction: float = 1.0
+    sparsity: float = 1e-3  # λ1 = λ2 of the paper's objective (ℓ1 on both coefficient maps)
+
+
+@dataclass(frozen=True)
+class VGIIWeights:
+    image: float = 1.0  # l_int, image domain
+    coefficients: float = 1.0  # l_int, coefficient domain (against the JSRL infrared coefficients)
+    thermal_region: float = 1.0  # l_reg
+    gradient: float = 0.5  # l_grad (magnitudes: edge polarity flips between the bands)
+
+
+@dataclass(frozen=True)
+class AFRIWeights:
+    intensity: float = 1.0
+    gradient: float = 1.0
+
+
+def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    mse = F.mse_loss(prediction.clamp(0, 1), target).item()
+    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+def load_full_pair(pair: ImagePair, multiple: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole validation pair, cropped to a multiple of ``multiple`` (validation needs no padding logic)."""
+    vis, ir = load_luminance(pair.visible_path), load_gray(pair.infrared_path)
+    height, width = (vis.shape[0] // multiple) * multiple, (vis.shape[1] // multiple) * multiple
+    to_tensor = lambda a: torch.from_numpy(a[:height, :width].copy()).float().div(255)[None, None].to(device)
+    return to_tensor(vis), to_tensor(ir)
+
+
+def load_stage_output(out: str | Path, stage: str) -> dict:
+    path = Path(out) / stage / "final.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `dcmif train {stage}` with the same --out first")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class JSRLStage:
+    name = "jsrl"
+
+    def __init__(self, config: TrainConfig, val_pairs: list[ImagePair], train_dataset):
+        self.config, self.val_pairs, self.dataset = config, val_pairs, train_dataset
+        self.model_config: DCMIFConfig = get_config(config.model)
+        self.model = JSRL(self.model_config).to(config.device)
+        self.initial_dictionary = self.model.dictionary_zero().detach().clone()
+        self.weights = JSRLWeights()
+
+    def trainable(self):
+        return list(self.model.parameters())
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "initial_dictionary": self.initial_dictionary}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.initial_dictionary = state["initial_dictionary"]
+
+    def losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        out = self.model(batch["vis"], batch["ir"])
+        recon = F.l1_loss(out["recon_vis"], batch["vis"]) + F.l1_loss(out["recon_ir"], batch["ir"])
+        sparsity = out["coef_vis"].abs().mean() + out["coef_ir"].abs().mean()
+        total = self.weights.reconstruction * recon + self.weights.sparsity * sparsity
+        return {"total": total, "recon": recon, "l1": sparsity}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        scores = {"psnr_vis": [], "psnr_ir": []}
+        for pair in self.val_pairs[: self.config.val_images]:
+            vis, ir = load_full_pair(pair, self.model_config.pad_multiple, self.config.device)
+            out = self.model(vis, ir)
+            scores["psnr_vis"].append(psnr(out["recon_vis"], vis))
+            scores["psnr_ir"].append(psnr(out["recon_ir"], ir))
+        self.model.train()
+        drift = (self.model.dictionary_zero() - self.initial_dictionary).norm() / self.initial_dictionary.norm()
+        return {**{k: round(float(np.mean(v)), 3) for k, v in scores.items()}, "d0_drift": round(float(drift), 4)}
+
+    @torch.no_grad()
+    def finalize(self) -> dict:
+        """Solve the shared dictionary over (a bounded number of) training crops; validate with it."""
+        self.model.eval()
+        batches = (self.dataset[i] for i in range(min(len(self.dataset), 512)))
+        pairs = ((b["vis"][None].to(self.config.device), b["ir"][None].to(self.config.device)) for b in batches)
+        dictionary = self.model.dataset_dictionary(pairs)
+        return {"stage": self.name, "model_config": self.model_config.to_dict(),
+                "jsrl": self.model.state_dict(), "dictionary": dictionary.cpu(), "validation": self.validate()}
+
+
+def jsrl_from_output(output: dict) -> tuple[JSRL, torch.Tensor]:
+    jsrl = JSRL(DCMIFConfig.from_dict(output["model_config"]))
+    jsrl.load_state_dict(output["jsrl"])
+    return jsrl.eval(), output["dictionary"]
+
+
+class PriorFeatureCache:
+    """F_text for every training pair, computed once by the prior backend and kept on disk."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.features: dict[str, torch.Tensor] = torch.load(path) if path.exists() else {}
+
+    def ensure(self, pairs: list[ImagePair], net: DCMIFNet, encoder) -> None:
+        missing = [p for p in pairs if p.name not in self.features]
+        if not missing:
+            return
+        from tqdm import tqdm
+        net.eval()
+        multiple = net.config.pad_multiple
+        for pair in tqdm(missing, desc=f"prior features ({encoder.encoder_id})"):
+            bgr = cv2.imread(str(pair.visible_path), cv2.IMREAD_COLOR)
+            vis, _ = load_full_pair(pair, multiple, "cpu")
+            with torch.no_grad():
+                gamma, beta = net.identity_film()
+                pseudo_ir = net.infer(vis.to(net.dictionary.device), gamma, beta).pseudo_ir
+            pseudo = pseudo_ir[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
+            bgr = bgr[: pseudo.shape[0], : pseudo.shape[1]]
+            self.features[pair.name] = torch.from_numpy(np.asarray(encoder.encode(bgr, pseudo).features, np.float32))
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(self.features, tmp)
+        tmp.replace(self.path)
+
+    def batch(self, pairs: list[ImagePair], indices: torch.Tensor, device: str) -> torch.Tensor:
+        return torch.stack([self.features[pairs[int(i)].name] for i in indices]).to(device)
+
+
+def prior_cache_path(out: str | Path, encoder_id: str) -> Path:
+    digest = hashlib.sha1(encoder_id.encode()).hexdigest()[:10]
+    return Path(out) / "vgii" / f"prior_features_{digest}.pt"
+
+
+class VGIIStage:
+    name = "vgii"
+
+    def __init__(self, config: TrainConfig, val_pairs: list[ImagePair], train_pairs: list[ImagePair]):
+        from dcmif_ros.prior import make_prior_encoder
+        self.config, self.val_pairs, self.train_pairs = config, val_pairs, train_pairs
+        jsrl, dictionary = jsrl_from_output(load_stage_output(config.out, "jsrl"))
+        self.net = dcmif_from_jsrl(jsrl, dictionary).to(config.device)
+        self.ir_encoder = ren_from_jsrl(jsrl, "ir").to(config.device)
+        self.encoder = make_prior_encoder(config.prior)
+        self.use_prior = not getattr(self.encoder, "is_identity", False)
+        self.film = FiLMHeads(self.encoder.feature_dim, self.net.config.atoms).to(config.device)
+        self.cache = PriorFeatureCache(prior_cache_path(config.out, self.encoder.encoder_id))
+        self.prior_from_step = config.steps // 2 if self.use_prior else config.steps + 1
+        self.weights = VGIIWeights()
+
+    def trainable(self):
+        return list(self.net.rin.parameters()) + list(self.film.parameters())
+
+    def state(self) -> dict:
+        return {"rin": self.net.rin.state_dict(), "film": self.film.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.net.rin.load_state_dict(state["rin"])
+        self.film.load_state_dict(state["film"])
+
+    def film_for(self, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if step < self.prior_from_step:
+            return self.net.identity_film(batch["vis"].shape[0])
+        if step == self.prior_from_step or not self.cache.features:
+            self.cache.ensure(self.train_pairs + self.val_pairs, self.net, self.encoder)
+            self.net.rin.train()
+        return self.film(self.cache.batch(self.train_pairs, batch["index"], self.config.device))
+
+    def losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        vis, ir = batch["vis"], batch["ir"]
+        gamma, beta = self.film_for(batch, step)
+        with torch.no_grad():
+            coef_vis = self.net.ren(vis)
+            coef_ir = self.ir_encoder(ir)
+        modulated = gamma[:, :, None, None] * coef_vis + beta[:, :, None, None]
+        coef_pir = self.net.rin(modulated)
+        pseudo_ir = synthesize(coef_pir, self.net.dictionary)
+        terms = {
+            "int": F.l1_loss(pseudo_ir, ir),
+            "coef": F.l1_loss(coef_pir, coef_ir),
+            "reg": thermal_region_l1(pseudo_ir, ir),
+            "grad": F.l1_loss(sobel_magnitude(pseudo_ir), sobel_magnitude(vis)),
+        }
+        w = self.weights
+        total = w.image * terms["int"] + w.coefficients * terms["coef"] + w.thermal_region * terms["reg"] + w.gradient * terms["grad"]
+        return {"total": total, **terms}
+
+    def val_film(self, pair: ImagePair) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.use_prior and pair.name in self.cache.features:
+            return self.film(self.cache.features[pair.name][None].to(self.config.device))
+        return self.net.identity_film()
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.net.eval()
+        scores = {"pir_psnr": [], "pir_l1": [], "vis_psnr": []}
+        for pair in self.val_pairs[: self.config.val_images]:
+            vis, ir = load_full_pair(pair, self.net.config.pad_multiple, self.config.device)
+            pseudo = self.net.infer(vis, *self.val_film(pair)).pseudo_ir
+            scores["pir_psnr"].append(psnr(pseudo, ir))
+            scores["pir_l1"].append(F.l1_loss(pseudo.clamp(0, 1), ir).item())
+            scores["vis_psnr"].append(psnr(vis, ir))
+        self.net.rin.train()
+        return {k: round(float(np.mean(v)), 4) for k, v in scores.items()}
+
+    def finalize(self) -> dict:
+        return {"stage": self.name, "net": self.net.state_dict(), "film": self.film.state_dict(),
+                "prior_encoder_id": self.encoder.encoder_id, "prior_feature_dim": self.encoder.feature_dim,
+                "use_prior": self.use_prior, "prior_cache": str(self.cache.path), "validation": self.validate()}
+
+
+class AFRIStage:
+    name = "afri"
+
+    def __init__(self, config: TrainConfig, val_pairs: list[ImagePair], train_pairs: list[ImagePair]):
+        self.config, self.val_pairs, self.train_pairs = config, val_pairs, train_pairs
+        previous = load_stage_output(config.out, "vgii")
+        self.model_config = DCMIFConfig.from_dict(load_stage_output(config.out, "jsrl")["model_config"])
+        self.net = DCMIFNet(self.model_config).to(config.device)
+        self.net.load_state_dict(previous["net"])
+        self.film = FiLMHeads(previous["prior_feature_dim"], self.model_config.atoms).to(config.device)
+        self.film.load_state_dict(previous["film"])
+        self.previous = previous
+        self.cache = PriorFeatureCache(Path(previous["prior_cache"])) if previous["use_prior"] else None
+        for module in (self.net.ren, self.net.rin, self.film):
+            module.requires_grad_(False)
+        self.weights = AFRIWeights()
+
+    def trainable(self):
+        return list(self.net.rfn.parameters())
+
+    def state(self) -> dict:
+        return {"rfn": self.net.rfn.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.net.rfn.load_state_dict(state["rfn"])
+
+    def film_for_pairs(self, pairs: list[ImagePair], indices) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is None:
+            return self.net.identity_film(len(indices))
+        return self.film(self.cache.batch(pairs, indices, self.config.device))
+
+    def losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        vis, ir = batch["vis"], batch["ir"]
+        gamma, beta = self.film_for_pairs(self.train_pairs, batch["index"])
+        out = self.net.infer(vis, gamma, beta)
+        terms = {"int": max_intensity_l1(out.fused, vis, ir), "grad": max_gradient_l1(out.fused, vis, ir)}
+        return {"total": self.weights.intensity * terms["int"] + self.weights.gradient * terms["grad"], **terms,
+                "gate": out.gate.mean().detach()}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        from dcmif_ros.metrics import compute_metrics
+        self.net.rfn.eval()
+        rows = []
+        for pair in self.val_pairs[: self.config.val_images]:
+            vis, ir = load_full_pair(pair, self.net.config.pad_multiple, self.config.device)
+            index = torch.tensor([self.val_pairs.index(pair)])
+            out = self.net.infer(vis, *self.film_for_pairs(self.val_pairs, index))
+            to_u8 = lambda t: (t[0, 0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+            rows.append(compute_metrics(to_u8(vis), to_u8(ir), to_u8(out.fused), mode="gray",
+                                        names=["AG", "EN", "SF", "EI", "MI", "SCD"]))
+        self.net.rfn.train()
+        return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+
+    def finalize(self) -> dict:
+        return {"stage": self.name, "model_config": self.model_config.to_dict(),
+                "net": self.net.state_dict(), "film": self.film.state_dict(),
+                "prior_encoder_id": self.previous["prior_encoder_id"],
+                "prior_feature_dim": self.previous["prior_feature_dim"], "validation": self.validate()}
+
+
+def bundle_from_afri(output: dict, metadata: dict) -> DCMIFBundle:
+    config = DCMIFConfig.from_dict(output["model_config"])
+    net = DCMIFNet(config)
+    net.load_state_dict(output["net"])
+    film = FiLMHeads(output["prior_feature_dim"], config.atoms)
+    film.load_state_dict(output["film"])
+    return DCMIFBundle(net.eval(), film.eval(), output["prior_encoder_id"], output["prior_feature_dim"], metadata)
+
+
+def ship(out: str | Path, destination: str | Path, metadata: dict) -> Path:
+    bundle = bundle_from_afri(load_stage_output(out, "afri"), metadata)
+    save_bundle(destination, bundle)
+    return Path(destination)
