@@ -11,12 +11,14 @@ fail() { echo "dcmif setup failed: $*" >&2; exit 1; }
 
 py="${PYTHON:-python3}"
 command -v "$py" >/dev/null || fail "no $py on PATH (Python 3.11 is required: the ROS 2 wheels are cp311)"
-ver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+ver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" \
+  || fail "$py does not run (Python 3.11 is required: the ROS 2 wheels are cp311); set PYTHON=/path/to/python3.11"
 [ "$ver" = "3.11" ] || fail "Python $ver found, Python 3.11 required (the ROS 2 Kilted wheels are built for cp311); set PYTHON=/path/to/python3.11"
 command -v cmake >/dev/null || fail "cmake not found (needed to build msg/); install it (apt-get install cmake)"
 command -v cc >/dev/null || fail "no C compiler found (needed to build msg/); install gcc"
 
-inputs_hash="$(cat requirements.txt setup.py setup.cfg package.xml msg/*.msg scripts/setup_env.sh scripts/build_interfaces.sh 2>/dev/null | sha256sum | cut -c1-16)"
+inputs_hash="$(cat requirements.txt setup.py setup.cfg package.xml msg/*.msg dcmif_msgs/package.xml dcmif_msgs/CMakeLists.txt \
+  scripts/setup_env.sh scripts/build_interfaces.sh 2>/dev/null | sha256sum | cut -c1-16)"
 stamp="$venv/.dcmif-setup-$inputs_hash"
 if [ -f "$stamp" ]; then
   exit 0
@@ -39,7 +41,7 @@ fi
   || fail "could not install the dcmif_ros package itself (see .venv/setup.log)"
 bash scripts/build_interfaces.sh >>"$log" 2>&1 \
   || fail "building the ROS interfaces in msg/ failed: $(tail -1 "$log") (see .venv/setup.log)"
-"$venv/bin/python" -c "import dcmif_ros, rclpy, onnxruntime, torch, dcmif_msgs.msg" >>"$log" 2>&1 \
+(cd / && "$venv/bin/python" -c "import dcmif_ros, rclpy, onnxruntime, torch; from dcmif_msgs.msg import FusionStatus") >>"$log" 2>&1 \
   || fail "the environment does not import: $(tail -1 "$log")"
 touch "$stamp"
 echo "dcmif setup: ready (.venv/bin/dcmif, .venv/bin/dcmif_node)"
