@@ -41,18 +41,6 @@ class FusionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class FiLM:
-    """Per-atom modulation (γ, β) fed to the graph; identity means no prior."""
-
-    gamma: np.ndarray
-    beta: np.ndarray
-
-    @classmethod
-    def identity(cls, atoms: int) -> "FiLM":
-        return cls(np.ones(atoms, np.float32), np.zeros(atoms, np.float32))
-
-
 def validate_frame(frame: np.ndarray) -> np.ndarray:
     """A BGR uint8 H×W×3 frame, or a clear reason why not (grey H×W is accepted and expanded)."""
     if not isinstance(frame, np.ndarray):
@@ -139,7 +127,8 @@ class FusionEngine:
         else:
             self.fallback_warning = None
         self.device = "cuda" if self.provider in ("cuda", "tensorrt") else "cpu"
-        self.identity = FiLM.identity(self.atoms)
+        self.identity_gamma = np.ones((1, self.atoms), np.float32)
+        self.identity_beta = np.zeros((1, self.atoms), np.float32)
         self.warm_up()
 
     def _load_film(self) -> dict[str, np.ndarray]:
@@ -151,38 +140,51 @@ class FusionEngine:
         with np.load(path) as data:
             return {k: data[k].astype(np.float32) for k in data.files}
 
-    def film_from_features(self, features: np.ndarray) -> FiLM:
-        """Φγ, Φβ applied to prior text features F_text (the FiLM heads of the checkpoint)."""
+    def film_from_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(γ, β) = (Φγ, Φβ)(F_text): the checkpoint's FiLM heads applied to prior text features."""
         features = np.asarray(features, np.float32).reshape(-1)
         expected = self.film_matrices["gamma_weight"].shape[1]
         if features.shape[0] != expected:
             raise ValueError(f"prior features have {features.shape[0]} values, the model's FiLM heads expect {expected} "
                              f"(trained with {self.manifest['prior_encoder_id']})")
         m = self.film_matrices
-        return FiLM(1.0 + m["gamma_weight"] @ features + m["gamma_bias"], m["beta_weight"] @ features + m["beta_bias"])
+        return 1.0 + m["gamma_weight"] @ features + m["gamma_bias"], m["beta_weight"] @ features + m["beta_bias"]
 
     def warm_up(self) -> None:
         frame = np.full((*WARMUP_SIZE, 3), 128, np.uint8)
         for _ in range(WARMUP_RUNS):
             self.run(frame, want_gate=True)
 
-    def infer_luminance(self, luminance: np.ndarray, film: FiLM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def film_inputs(self, gamma: np.ndarray | None, beta: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's γ, β inputs; None means identity (no prior: the first-pass pseudo-IR)."""
+        if gamma is None and beta is None:
+            return self.identity_gamma, self.identity_beta
+        gamma, beta = (np.asarray(v, np.float32).reshape(1, -1) for v in (gamma, beta))
+        if gamma.shape[1] != self.atoms or beta.shape[1] != self.atoms:
+            raise ValueError(f"gamma/beta must have {self.atoms} values (one per atom), got "
+                             f"{gamma.shape[1]} and {beta.shape[1]}")
+        return gamma, beta
+
+    def infer_luminance(self, luminance: np.ndarray, gamma: np.ndarray | None = None,
+                        beta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Y float32 H×W in [0,1] (any size) → (fused Y, pseudo-IR, gate) float32 H×W, via the ONNX graph."""
         height, width = luminance.shape
         padded = pad_to_multiple(luminance, self.pad_multiple)[None, None]
         binding = self.session.io_binding()
         binding.bind_cpu_input("luminance", np.ascontiguousarray(padded, np.float32))
-        binding.bind_cpu_input("gamma", np.asarray(film.gamma, np.float32).reshape(1, -1))
-        binding.bind_cpu_input("beta", np.asarray(film.beta, np.float32).reshape(1, -1))
+        gamma, beta = self.film_inputs(gamma, beta)
+        binding.bind_cpu_input("gamma", gamma)
+        binding.bind_cpu_input("beta", beta)
         for name in ("fused", "pseudo_ir", "gate"):
             binding.bind_output(name, self.device)
         self.session.run_with_iobinding(binding)
         fused, pseudo_ir, gate = (o[0, 0, :height, :width] for o in binding.copy_outputs_to_cpu())
         return fused, pseudo_ir, gate
 
-    def run(self, frame: np.ndarray, film: FiLM | None = None, want_gate: bool = False) -> FusionResult:
+    def run(self, frame: np.ndarray, gamma: np.ndarray | None = None, beta: np.ndarray | None = None,
+            want_gate: bool = False) -> FusionResult:
+        """Fuse one BGR uint8 frame; ``gamma``/``beta`` are the prior's FiLM values (None: identity)."""
         frame = validate_frame(frame)
-        film = film or self.identity
         t0 = time.perf_counter()
         ycrcb = cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)
         luminance = ycrcb[:, :, 0].astype(np.float32) * (1.0 / 255.0)
@@ -190,7 +192,7 @@ class FusionEngine:
         if self.processing_size is not None and tuple(self.processing_size) != (frame.shape[1], frame.shape[0]):
             network_input = cv2.resize(luminance, tuple(self.processing_size), interpolation=cv2.INTER_AREA)
         t1 = time.perf_counter()
-        fused, pseudo_ir, gate = self.infer_luminance(network_input, film)
+        fused, pseudo_ir, gate = self.infer_luminance(network_input, gamma, beta)
         t2 = time.perf_counter()
         if network_input is not luminance:
             size = (frame.shape[1], frame.shape[0])

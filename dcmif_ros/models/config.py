@@ -23,8 +23,9 @@ class DCMIFConfig:
     """Everything that fixes a DCMIF network's shapes.
 
     ``atoms`` and ``kernel_size`` define the shared dictionary D (B atoms of k×k).
-    ``solver_kernel_size`` bounds the spatial filter that replaces the FFT in the coefficient solve at
-    inference; the export checks that the truncation loses less than ``solver_tail_tolerance``.
+    ``solver_kernel_size`` is the size of the spatial filter that replaces the FFT in the coefficient solve
+    of the exported encoder (REN); the energy it truncates is measured and recorded when REN is built, and
+    VGII/AFRI train on that exported form, so the shipped graph is exactly the one that was trained.
     """
 
     name: str
@@ -38,8 +39,7 @@ class DCMIFConfig:
     hypnet_width: int = 64
     hyper_sigma: float = 1.0
     min_data_weight: float = 0.5
-    solver_kernel_size: int = 25
-    solver_tail_tolerance: float = 1e-6
+    solver_kernel_size: int = 31
     text_feature_dim: int = 384
 
     @property

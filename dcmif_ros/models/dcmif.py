@@ -107,10 +107,8 @@ class DCMIFNet(nn.Module):
 
 
 def ren_from_jsrl(jsrl: JSRL, modality: str = "vis") -> REN:
-    """Freeze one JSRL branch into an exportable REN: the FFT solve becomes the equivalent spatial filter.
-
-    Raises when the filter would need to be larger than the configured bound to stay exact.
-    """
+    """Freeze one JSRL branch into an exportable REN: the FFT solve becomes the spatial filter of
+    ``solver_kernel_size``; ``ren.solver_truncation`` records the filter energy the truncation drops."""
     config = jsrl.config
     ren = REN(config, modality)
     ren.head.load_state_dict(jsrl.heads[modality].state_dict())
@@ -119,14 +117,10 @@ def ren_from_jsrl(jsrl: JSRL, modality: str = "vis") -> REN:
         hyper = jsrl.hypnets[0](jsrl.sigma)
         d0 = jsrl.dictionary_zero()
         kernel, tail = solver_filter(d0, float(hyper[f"csb_{modality}"]), config.solver_kernel_size)
-        if tail > config.solver_tail_tolerance:
-            raise ValueError(
-                f"the spatial coefficient solve would drop {tail:.2e} of the filter energy (> "
-                f"{config.solver_tail_tolerance:.0e}); raise solver_kernel_size or min_data_weight"
-            )
         ren.dictionary.copy_(d0)
         ren.solver_kernel.copy_(kernel)
         ren.prox_weight.copy_(hyper[f"prox_{modality}"])
+        ren.solver_truncation.fill_(tail)
     for p in ren.parameters():
         p.requires_grad_(False)
     return ren

@@ -66,8 +66,8 @@ def coefficient_solve_fft(
 def solver_filter(dictionary: torch.Tensor, data_weight: float, size: int, grid: int = 256) -> tuple[torch.Tensor, float]:
     """The spatial filter h (size×size) with spectrum 1/(a + ‖D̂‖²), and the relative energy it leaves out.
 
-    h is computed on a large periodic grid and cropped; for grids larger than its support the circular solve
-    with the cropped h equals the FFT solve to within the reported tail.
+    h is computed on a large periodic grid and cropped; the circular solve with the cropped h equals the FFT
+    solve up to that truncation (which decays with the filter size, faster for larger a).
     """
     with torch.no_grad():
         d_hat = dictionary_spectrum(dictionary.double(), grid, grid)

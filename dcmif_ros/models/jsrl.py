@@ -162,6 +162,7 @@ class REN(nn.Module):
         self.register_buffer("dictionary", torch.zeros(1, atoms, k, k))
         self.register_buffer("solver_kernel", torch.zeros(1, 1, config.solver_kernel_size, config.solver_kernel_size))
         self.register_buffer("prox_weight", torch.tensor(1.0))
+        self.register_buffer("solver_truncation", torch.tensor(0.0))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         solved = coefficient_solve_spatial(self.head(image), image, self.dictionary, self.solver_kernel)

@@ -1,0 +1,108 @@
+"""Engine benchmark: the numbers behind ``dcmif bench`` (and the committed results in benchmarks/)."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+WARMUP_RUNS = 3
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    model_path: Path
+    sizes: list[tuple[int, int]]
+    provider: str = "auto"
+    runs: int = 30
+    threads: int | None = None
+    processing_size: tuple[int, int] | None = None
+    compare_torch: bool = True
+    prior: str = "none"
+
+
+def summarize(samples_ms: list[float]) -> dict[str, float]:
+    values = np.asarray(samples_ms)
+    return {"median": round(float(np.median(values)), 3), "p95": round(float(np.percentile(values, 95)), 3),
+            "mean": round(float(values.mean()), 3)}
+
+
+def sample_frame(width: int, height: int) -> np.ndarray:
+    """A real photograph (scikit-image sample data) resized to the benchmark size."""
+    import cv2
+    from skimage import data
+
+    return cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (width, height), interpolation=cv2.INTER_AREA)
+
+
+def time_torch(model_path: Path, frame: np.ndarray, runs: int) -> list[float]:
+    """PyTorch eager on the checkpoint the ONNX was exported from, same pre/post-processing path."""
+    import torch
+
+    from dcmif_ros.checkpoint import load_bundle
+    from dcmif_ros.engine import pad_to_multiple
+    import cv2
+
+    import json
+    manifest = json.loads(model_path.with_suffix(".json").read_text())
+    weights = model_path.with_name(manifest["weights_file"]) if manifest.get("weights_file") else None
+    if weights is None or not weights.is_file():
+        return []
+    net = load_bundle(weights).net
+    samples = []
+    with torch.inference_mode():
+        for i in range(runs + WARMUP_RUNS):
+            t0 = time.perf_counter()
+            ycrcb = cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)
+            y = pad_to_multiple(ycrcb[:, :, 0].astype(np.float32) / 255.0, net.config.pad_multiple)
+            fused, pseudo, gate = net(torch.from_numpy(y)[None, None], *net.identity_film())
+            ycrcb[:, :, 0] = (fused[0, 0, : frame.shape[0], : frame.shape[1]].clamp(0, 1) * 255 + 0.5).byte().numpy()
+            cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
+            if i >= WARMUP_RUNS:
+                samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
+def run_benchmark(settings: BenchmarkSettings) -> list[dict]:
+    from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
+
+    pipeline = FusionPipeline(PipelineConfig(model_path=settings.model_path, provider=settings.provider,
+                                             processing_size=settings.processing_size, prior=settings.prior,
+                                             threads=settings.threads))
+    results = []
+    try:
+        for width, height in settings.sizes:
+            frame = sample_frame(width, height)
+            for _ in range(WARMUP_RUNS):
+                pipeline.process(frame)
+            totals, stages = [], {}
+            for _ in range(settings.runs):
+                result = pipeline.process(frame)
+                totals.append(result.timings_ms["total"])
+                for name, value in result.timings_ms.items():
+                    if name != "total":
+                        stages.setdefault(name, []).append(value)
+            latency = summarize(totals)
+            row = {
+                "model": pipeline.engine.manifest["model"],
+                "size": f"{width}x{height}",
+                "processing_size": "x".join(map(str, settings.processing_size)) if settings.processing_size else "native",
+                "provider": pipeline.engine.provider,
+                "prior": settings.prior,
+                "fps": round(1000.0 / latency["median"], 2),
+                "latency_ms": latency,
+                "stages": {k: summarize(v) for k, v in stages.items()},
+                "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+            }
+            if settings.compare_torch and settings.processing_size is None:
+                torch_samples = time_torch(settings.model_path, frame, max(settings.runs // 3, 3))
+                if torch_samples:
+                    row["torch_latency_ms"] = summarize(torch_samples)
+                    row["speedup_vs_torch"] = round(row["torch_latency_ms"]["median"] / latency["median"], 2)
+            results.append(row)
+    finally:
+        pipeline.close()
+    return results

@@ -1,0 +1,49 @@
+"""Shared fixtures: the dataset location and a freshly exported (randomly initialised) model for plumbing tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("DCMIF_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"dataset folder {SHARED_DATA} is absent (set DCMIF_DATA to use another)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def random_tiny_bundle():
+    """A tiny DCMIF network with random (seeded) weights, non-trivial in every stage."""
+    import torch
+
+    from dcmif_ros.checkpoint import DCMIFBundle
+    from dcmif_ros.models import JSRL, FiLMHeads, get_config
+    from dcmif_ros.models.dcmif import dcmif_from_jsrl
+    from dcmif_ros.prior import MINILM_FEATURE_DIM
+    from dcmif_ros.prior.embedded import DESCRIPTION_SOURCE
+    from dcmif_ros.prior.text_encoder import MINILM_NAME
+
+    torch.manual_seed(0)
+    jsrl = JSRL(get_config("tiny"))
+    net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach())
+    film = FiLMHeads(MINILM_FEATURE_DIM, net.config.atoms)
+    with torch.no_grad():
+        for param in list(net.rin.parameters()) + list(net.rfn.parameters()) + list(film.parameters()):
+            param.add_(torch.randn_like(param) * 0.02)
+    encoder_id = f"{DESCRIPTION_SOURCE}+{MINILM_NAME}"  # what EmbeddedPriorEncoder reports
+    return DCMIFBundle(net.eval(), film.eval(), encoder_id, MINILM_FEATURE_DIM, {"purpose": "tests"})
+
+
+@pytest.fixture(scope="session")
+def random_tiny_onnx(random_tiny_bundle, tmp_path_factory) -> Path:
+    """The random tiny network exported to ONNX (+ FiLM heads and manifest) in a temporary folder."""
+    from dcmif_ros.export import export_bundle
+
+    return export_bundle(random_tiny_bundle, tmp_path_factory.mktemp("model"), "dcmif_random", trained=False)

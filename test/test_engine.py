@@ -1,0 +1,154 @@
+"""ONNX export parity and the FusionEngine: providers, manifest checks, bad frames."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dcmif_ros.engine import EngineError, FusionEngine, pad_to_multiple
+from dcmif_ros.export import FORBIDDEN_OPS, OPSET
+
+PARITY_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def engine(random_tiny_onnx) -> FusionEngine:
+    return FusionEngine(random_tiny_onnx, provider="cpu")
+
+
+def test_graph_is_dynamic_and_free_of_fft(random_tiny_onnx):
+    graph = onnx.load(str(random_tiny_onnx))
+    assert graph.opset_import[0].version >= OPSET
+    assert not {n.op_type for n in graph.graph.node} & FORBIDDEN_OPS
+    assert not any("complex" in n.op_type.lower() for n in graph.graph.node)
+    dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[2:] == ["height", "width"]
+
+
+@pytest.mark.parametrize("height,width", [(64, 64), (240, 320), (481, 641), (37, 53)])
+def test_onnxruntime_matches_pytorch(engine, random_tiny_bundle, height, width):
+    rng = np.random.default_rng(height * width)
+    luminance = rng.random((height, width), dtype=np.float32)
+    gamma = 1 + 0.1 * rng.standard_normal(engine.atoms).astype(np.float32)
+    beta = 0.05 * rng.standard_normal(engine.atoms).astype(np.float32)
+    onnx_out = engine.infer_luminance(luminance, gamma, beta)
+    padded = torch.from_numpy(pad_to_multiple(luminance, engine.pad_multiple))[None, None]
+    with torch.no_grad():
+        torch_out = random_tiny_bundle.net(padded, torch.from_numpy(gamma)[None], torch.from_numpy(beta)[None])
+    for ours, reference in zip(onnx_out, torch_out):
+        assert ours.shape == (height, width)
+        assert np.abs(ours - reference[0, 0, :height, :width].numpy()).max() <= PARITY_TOLERANCE
+
+
+def test_run_returns_aligned_outputs(engine):
+    frame = np.random.default_rng(0).integers(0, 256, (91, 117, 3), dtype=np.uint8)
+    result = engine.run(frame, want_gate=True)
+    assert result.fused.shape == frame.shape and result.fused.dtype == np.uint8
+    assert result.pseudo_ir.shape == frame.shape[:2] and result.pseudo_ir.dtype == np.uint8
+    assert result.gate.shape == frame.shape[:2] and 0 <= result.gate.min() <= result.gate.max() <= 1
+    assert engine.run(frame).gate is None
+    assert set(result.timings_ms) == {"pre", "infer", "post", "total"}
+
+
+def test_prior_changes_the_output(engine):
+    frame = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    gamma = np.full(engine.atoms, 1.5, np.float32)
+    beta = np.full(engine.atoms, 0.1, np.float32)
+    plain, modulated = engine.run(frame), engine.run(frame, gamma, beta)
+    assert np.abs(plain.pseudo_ir.astype(int) - modulated.pseudo_ir.astype(int)).max() > 0
+
+
+def test_processing_resolution_keeps_the_input_size(random_tiny_onnx):
+    engine = FusionEngine(random_tiny_onnx, provider="cpu", processing_size=(160, 120))
+    frame = np.random.default_rng(2).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    result = engine.run(frame, want_gate=True)
+    assert result.fused.shape == frame.shape and result.pseudo_ir.shape == (480, 640)
+
+
+def test_film_heads_map_features_to_gamma_beta(engine, random_tiny_bundle):
+    features = np.random.default_rng(3).standard_normal(random_tiny_bundle.prior_feature_dim).astype(np.float32)
+    gamma, beta = engine.film_from_features(features)
+    with torch.no_grad():
+        ref_gamma, ref_beta = random_tiny_bundle.film(torch.from_numpy(features)[None])
+    assert np.allclose(gamma, ref_gamma[0].numpy(), atol=1e-5) and np.allclose(beta, ref_beta[0].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="expect 384"):
+        engine.film_from_features(np.zeros(10, np.float32))
+
+
+@pytest.mark.parametrize(
+    "frame,reason",
+    [
+        (np.zeros((10, 10, 3), np.float32), "uint8"),
+        (np.zeros((10, 10, 4), np.uint8), "3 channels"),
+        (np.zeros((0, 10, 3), np.uint8), "zero-size"),
+        ([[1, 2]], "numpy"),
+    ],
+)
+def test_bad_frames_are_rejected_with_the_reason(engine, frame, reason):
+    with pytest.raises(ValueError, match=reason):
+        engine.run(frame)
+
+
+def test_grey_frames_are_accepted(engine):
+    assert engine.run(np.full((32, 48), 90, np.uint8)).fused.shape == (32, 48, 3)
+
+
+def copy_model(source, folder):
+    for suffix in (".onnx", ".film.npz", ".json"):
+        shutil.copy(source.with_name(source.stem + suffix), folder)
+    return folder / source.name
+
+
+def test_missing_model_is_named(tmp_path):
+    with pytest.raises(EngineError, match="not found.*nothing.onnx"):
+        FusionEngine(tmp_path / "nothing.onnx")
+
+
+def test_corrupt_model_is_refused(random_tiny_onnx, tmp_path):
+    model = copy_model(random_tiny_onnx, tmp_path)
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(EngineError, match="does not match its manifest"):
+        FusionEngine(model)
+
+
+def test_manifest_mismatch_is_refused(random_tiny_onnx, tmp_path):
+    model = copy_model(random_tiny_onnx, tmp_path)
+    manifest = json.loads(model.with_suffix(".json").read_text())
+    manifest["format"] = "something-else"
+    model.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="format"):
+        FusionEngine(model)
+    model.with_suffix(".json").unlink()
+    with pytest.raises(EngineError, match="manifest not found"):
+        FusionEngine(model)
+
+
+def test_unknown_provider_is_named(random_tiny_onnx):
+    with pytest.raises(EngineError, match="unknown provider 'gpu'"):
+        FusionEngine(random_tiny_onnx, provider="gpu")
+
+
+def test_silent_cpu_fallback_is_reported_or_refused(random_tiny_onnx):
+    """Where CUDA is listed but no GPU exists, the session falls back to CPU: we notice."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(EngineError, match="not available"):
+            FusionEngine(random_tiny_onnx, provider="cuda")
+        return
+    try:
+        engine = FusionEngine(random_tiny_onnx, provider="cuda", allow_cpu_fallback=True)
+    except EngineError as exc:  # a CUDA provider that cannot even start is also a clear error
+        assert "cuda" in str(exc).lower()
+        return
+    if engine.provider == "cuda":
+        pytest.skip("a GPU is present: no fallback to observe")
+    assert "CPUExecutionProvider" in engine.fallback_warning
+    with pytest.raises(EngineError, match="allow_cpu_fallback is false"):
+        FusionEngine(random_tiny_onnx, provider="cuda", allow_cpu_fallback=False)

@@ -1,0 +1,145 @@
+"""The DCMIF networks: exact solves, gradients, identity initialisations, budgets of the tiny preset."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dcmif_ros.models import JSRL, DCMIFNet, FiLMHeads, get_config
+from dcmif_ros.models.dcmif import dcmif_from_jsrl
+from dcmif_ros.models.dictionary import (
+    DictionaryNormalEquations,
+    coefficient_solve_fft,
+    coefficient_solve_spatial,
+    normalize_atoms,
+    solver_filter,
+    synthesize,
+    synthesize_adjoint,
+)
+
+TINY = get_config("tiny")
+TINY_MAX_PARAMETERS = 1_500_000
+TINY_MAX_GFLOPS_640x480 = 6.0
+
+
+@pytest.fixture()
+def dictionary() -> torch.Tensor:
+    torch.manual_seed(1)
+    return normalize_atoms(torch.randn(1, 8, 5, 5, dtype=torch.float64))
+
+
+def test_adjoint_is_the_transpose_of_synthesis(dictionary):
+    coefficients = torch.randn(2, 8, 20, 24, dtype=torch.float64)
+    residual = torch.randn(2, 1, 20, 24, dtype=torch.float64)
+    lhs = (synthesize(coefficients, dictionary) * residual).sum()
+    rhs = (coefficients * synthesize_adjoint(residual, dictionary)).sum()
+    assert torch.allclose(lhs, rhs, rtol=1e-12)
+
+
+def test_fft_coefficient_solve_is_the_exact_minimiser(dictionary):
+    """The gradient of ½‖y − D⋆x‖² + (a/2)‖x − x0‖² vanishes at the closed-form solution."""
+    x0 = torch.randn(2, 8, 24, 30, dtype=torch.float64)
+    image = torch.rand(2, 1, 24, 30, dtype=torch.float64)
+    weight = torch.tensor(0.37, dtype=torch.float64)
+    solution = coefficient_solve_fft(x0, image, dictionary, weight).requires_grad_()
+    objective = 0.5 * ((image - synthesize(solution, dictionary)) ** 2).sum() + 0.5 * weight * ((solution - x0) ** 2).sum()
+    (gradient,) = torch.autograd.grad(objective, solution)
+    assert gradient.abs().max() < 1e-10
+    # and it is not a trivial fixed point: the solve moved x0
+    assert (solution - x0).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("height,width", [(72, 80), (97, 131)])
+def test_spatial_solve_matches_fft_solve_up_to_the_recorded_truncation(height, width):
+    """REN's exportable solve reproduces the FFT solve; the gap shrinks with the filter size."""
+    torch.manual_seed(3)
+    dictionary = normalize_atoms(torch.randn(1, TINY.atoms, 5, 5))
+    weight = 1.0
+    x0 = torch.randn(1, TINY.atoms, height, width)
+    image = torch.rand(1, 1, height, width)
+    exact = coefficient_solve_fft(x0, image, dictionary, torch.tensor(weight))
+    errors = []
+    for size in (15, TINY.solver_kernel_size, 45):
+        kernel, tail = solver_filter(dictionary, weight, size)
+        errors.append(float((exact - coefficient_solve_spatial(x0, image, dictionary, kernel)).abs().max()))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[1] < 1e-3 * float(exact.abs().max())
+    assert errors[2] < 1e-4 * float(exact.abs().max())
+
+
+def test_dictionary_solve_is_the_exact_minimiser(dictionary):
+    coefficients = [torch.randn(2, 8, 18, 22, dtype=torch.float64) * 0.3 for _ in range(2)]
+    images = [torch.rand(2, 1, 18, 22, dtype=torch.float64) for _ in range(2)]
+    weight = torch.tensor(0.6, dtype=torch.float64)
+    equations = DictionaryNormalEquations(8, 5, sample_stride=1)
+    for s, y in zip(coefficients, images):
+        equations.add(s, y)
+    solution = equations.solve(dictionary, weight).requires_grad_()
+    scale = weight * equations.equations / (8 * 25)
+    objective = sum(0.5 * ((y - synthesize(s, solution)) ** 2).sum() for s, y in zip(coefficients, images))
+    objective = objective + 0.5 * scale * ((solution - dictionary) ** 2).sum()
+    (gradient,) = torch.autograd.grad(objective, solution)
+    assert gradient.abs().max() < 1e-8
+
+
+def test_every_jsrl_parameter_gets_gradient_and_the_dictionary_learns():
+    torch.manual_seed(0)
+    model = JSRL(TINY)
+    start = model.dictionary_zero().detach().clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    vis, ir = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    for step in range(3):
+        out = model(vis, ir)
+        loss = (out["recon_vis"] - vis).abs().mean() + (out["recon_ir"] - ir).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        if step == 0:
+            silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+            assert not silent, f"parameters without gradient: {silent}"
+        optimizer.step()
+    moved = (model.dictionary_zero() - start).norm() / start.norm()
+    assert moved > 1e-3
+    atom_norms = out["dictionary"].flatten(2).norm(dim=2)
+    assert torch.allclose(atom_norms, torch.ones_like(atom_norms), atol=1e-5)
+
+
+def test_film_heads_start_as_identity():
+    heads = FiLMHeads(384, TINY.atoms)
+    gamma, beta = heads(torch.randn(3, 384))
+    assert torch.equal(gamma, torch.ones_like(gamma)) and torch.equal(beta, torch.zeros_like(beta))
+
+
+def test_gate_mixes_the_two_coefficient_maps():
+    torch.manual_seed(0)
+    jsrl = JSRL(TINY)
+    net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach()).eval()
+    with torch.no_grad():
+        out = net.infer(torch.rand(1, 1, 64, 64), *net.identity_film())
+        weight = net.rfn(out.coef_vis, out.coef_pseudo_ir)
+        fused = synthesize(weight * out.coef_pseudo_ir + (1 - weight) * out.coef_vis, net.dictionary)
+    assert out.gate.shape == (1, 1, 64, 64)
+    assert 0.0 <= out.gate.min() and out.gate.max() <= 1.0
+    assert torch.allclose(fused, out.fused, atol=1e-6)
+
+
+def test_tiny_preset_fits_the_cpu_budget():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    jsrl = JSRL(TINY)
+    net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach())
+    parameters = sum(p.numel() for p in net.parameters()) + sum(p.numel() for p in FiLMHeads(384, TINY.atoms).parameters())
+    assert parameters <= TINY_MAX_PARAMETERS
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.rand(1, 1, 480, 640), *net.identity_film())
+    assert counter.get_total_flops() / 1e9 <= TINY_MAX_GFLOPS_640x480
+
+
+def test_base_preset_is_larger_than_tiny():
+    base = DCMIFNet(get_config("base"))
+    tiny = DCMIFNet(TINY)
+    assert sum(p.numel() for p in base.parameters()) > 5 * sum(p.numel() for p in tiny.parameters())
+
+
+def test_unknown_size_is_rejected_by_name():
+    with pytest.raises(ValueError, match="huge"):
+        get_config("huge")
