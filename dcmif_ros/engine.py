@@ -25,6 +25,7 @@ PROVIDER_CHAINS = {
 }
 PROVIDER_SHORT_NAMES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda",
                         "CPUExecutionProvider": "cpu"}
+TENSORRT_CACHE_DIR = Path.home() / ".cache" / "dcmif_ros" / "tensorrt"
 WARMUP_RUNS = 2
 WARMUP_SIZE = (64, 64)  # (height, width) of the warm-up frame, before padding
 
@@ -82,6 +83,19 @@ def load_manifest(model_path: Path) -> dict:
     return manifest
 
 
+def provider_options(providers: list[str]) -> list[tuple[str, dict]]:
+    """TensorRT builds an engine per input shape: cache them, or every start pays minutes again."""
+    options = []
+    for name in providers:
+        if name == "TensorrtExecutionProvider":
+            TENSORRT_CACHE_DIR.mkdir(parents=True, exist_ok=True)
+            options.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(TENSORRT_CACHE_DIR),
+                                   "trt_fp16_enable": True}))
+        else:
+            options.append((name, {}))
+    return options
+
+
 def resolve_providers(provider: str, available: list[str]) -> list[str]:
     if provider not in PROVIDER_CHOICES:
         raise EngineError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDER_CHOICES)}")
@@ -114,7 +128,7 @@ class FusionEngine:
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(self.model_path), options, providers=requested)
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=provider_options(requested))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EngineError(f"onnxruntime cannot load {self.model_path}: {exc}") from None
         self.providers = self.session.get_providers()

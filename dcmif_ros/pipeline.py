@@ -26,7 +26,7 @@ def default_model_path() -> Path:
         candidate = Path(get_package_share_directory("dcmif_ros")) / "models" / DEFAULT_MODEL_NAME
         if candidate.is_file():
             return candidate
-    except (ImportError, LookupError, ValueError):
+    except (ImportError, LookupError, ValueError, OSError):  # OSError: AMENT_PREFIX_PATH unset (a venv)
         pass
     return Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME
 
