@@ -57,7 +57,8 @@ def time_torch(model_path: Path, frame: np.ndarray, runs: int) -> list[float]:
         for i in range(runs + WARMUP_RUNS):
             t0 = time.perf_counter()
             ycrcb = cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)
-            y = pad_to_multiple(ycrcb[:, :, 0].astype(np.float32) / 255.0, net.config.pad_multiple)
+            y = pad_to_multiple(ycrcb[:, :, 0].astype(np.float32) / 255.0, net.config.pad_multiple,
+                                net.config.min_side)
             fused, pseudo, gate = net(torch.from_numpy(y)[None, None], *net.identity_film())
             ycrcb[:, :, 0] = (fused[0, 0, : frame.shape[0], : frame.shape[1]].clamp(0, 1) * 255 + 0.5).byte().numpy()
             cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)

@@ -4,18 +4,23 @@ One call takes a BGR uint8 frame and returns the fused BGR frame, the pseudo-the
 the gate map. The engine checks the manifest and hashes before loading, checks which execution providers
 the session really got (and refuses a silent CPU fallback unless allowed), warms up, and binds outputs
 to the device with IO binding so GPU results are copied once.
+
+Dual-modal graphs (manifest ``kind`` "dual": LRCFuse, DCMIF with real infrared) take the frame's luminance and a
+registered infrared image instead: ``run_dual(frame, infrared)``, with the same pre/post-processing, manifest
+checks and providers.
 """
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from dcmif_ros.export import MANIFEST_FORMAT, sha256
+from dcmif_ros.export import KIND_DUAL, KIND_VISIBLE, KINDS, MANIFEST_FORMAT, sha256
 
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
 PROVIDER_CHAINS = {
@@ -37,8 +42,8 @@ class EngineError(RuntimeError):
 @dataclass
 class FusionResult:
     fused: np.ndarray  # BGR uint8, same size as the input
-    pseudo_ir: np.ndarray  # uint8 H×W
-    gate: np.ndarray | None  # float32 H×W in [0, 1]: weight of the pseudo-IR, averaged over atoms
+    pseudo_ir: np.ndarray | None  # uint8 H×W; None for dual-modal models (they read the real infrared)
+    gate: np.ndarray | None  # float32 H×W in [0, 1]: weight of the (pseudo-)IR, averaged over atoms
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -57,12 +62,28 @@ def validate_frame(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+def validate_infrared(infrared: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A uint8 grey H×W infrared image registered to the frame (same size); 3 channels are converted to grey."""
+    if not isinstance(infrared, np.ndarray) or infrared.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 numpy infrared image, got {getattr(infrared, 'dtype', type(infrared))}")
+    if infrared.ndim == 3 and infrared.shape[2] == 3:
+        infrared = cv2.cvtColor(infrared, cv2.COLOR_BGR2GRAY)
+    if infrared.shape != size:
+        raise ValueError(f"infrared image {infrared.shape} must be registered to the frame, size {size}")
+    return infrared
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int, min_side: int = 0) -> np.ndarray:
+    """Pad right and bottom to a multiple of ``multiple`` and at least ``min_side`` (mirror, or edge copies
+    where the image is too small to mirror)."""
     height, width = image.shape
-    pad_h, pad_w = -height % multiple, -width % multiple
+    target_h = max(-(-height // multiple) * multiple, min_side)
+    target_w = max(-(-width // multiple) * multiple, min_side)
+    pad_h, pad_w = target_h - height, target_w - width
     if pad_h == 0 and pad_w == 0:
         return image
-    return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
+    border = cv2.BORDER_REFLECT_101 if pad_h < height and pad_w < width else cv2.BORDER_REPLICATE
+    return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, border)
 
 
 def load_manifest(model_path: Path) -> dict:
@@ -77,6 +98,8 @@ def load_manifest(model_path: Path) -> dict:
         raise EngineError(f"manifest {manifest_path} is not valid JSON: {exc}") from None
     if manifest.get("format") != MANIFEST_FORMAT:
         raise EngineError(f"manifest {manifest_path}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    if manifest.get("kind", KIND_VISIBLE) not in KINDS:
+        raise EngineError(f"manifest {manifest_path}: kind {manifest['kind']!r}, expected one of {', '.join(KINDS)}")
     if sha256(model_path) != manifest["onnx_sha256"]:
         raise EngineError(f"{model_path} does not match its manifest {manifest_path.name} (sha256 differs): "
                           "the file is corrupt or from another export")
@@ -118,10 +141,12 @@ class FusionEngine:
 
         self.model_path = Path(model_path)
         self.manifest = load_manifest(self.model_path)
-        self.atoms = int(self.manifest["atoms"])
+        self.kind = self.manifest.get("kind", KIND_VISIBLE)
+        self.atoms = int(self.manifest.get("atoms", 0))  # dual-modal graphs have no FiLM inputs
         self.pad_multiple = int(self.manifest["pad_multiple"])
+        self.min_side = int(self.manifest["min_side"])
         self.processing_size = processing_size
-        self.film_matrices = self._load_film()
+        self.film_matrices = self._load_film() if self.kind == KIND_VISIBLE else {}
         requested = resolve_providers(provider, ort.get_available_providers())
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -167,7 +192,10 @@ class FusionEngine:
     def warm_up(self) -> None:
         frame = np.full((*WARMUP_SIZE, 3), 128, np.uint8)
         for _ in range(WARMUP_RUNS):
-            self.run(frame, want_gate=True)
+            if self.kind == KIND_DUAL:
+                self.run_dual(frame, frame[:, :, 0], want_gate=True)
+            else:
+                self.run(frame, want_gate=True)
 
     def film_inputs(self, gamma: np.ndarray | None, beta: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The graph's γ, β inputs; None means identity (no prior: the first-pass pseudo-IR)."""
@@ -183,7 +211,7 @@ class FusionEngine:
                         beta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Y float32 H×W in [0,1] (any size) → (fused Y, pseudo-IR, gate) float32 H×W, via the ONNX graph."""
         height, width = luminance.shape
-        padded = pad_to_multiple(luminance, self.pad_multiple)[None, None]
+        padded = pad_to_multiple(luminance, self.pad_multiple, self.min_side)[None, None]
         binding = self.session.io_binding()
         binding.bind_cpu_input("luminance", np.ascontiguousarray(padded, np.float32))
         gamma, beta = self.film_inputs(gamma, beta)
@@ -195,30 +223,63 @@ class FusionEngine:
         fused, pseudo_ir, gate = (o[0, 0, :height, :width] for o in binding.copy_outputs_to_cpu())
         return fused, pseudo_ir, gate
 
+    def infer_dual(self, luminance: np.ndarray, infrared: np.ndarray) -> tuple[np.ndarray, None, np.ndarray | None]:
+        """Y and IR float32 H×W in [0,1] → (fused Y, None, gate or None) float32 H×W, via a dual-modal graph."""
+        height, width = luminance.shape
+        binding = self.session.io_binding()
+        for name, image in (("luminance", luminance), ("infrared", infrared)):
+            padded = pad_to_multiple(image, self.pad_multiple, self.min_side)[None, None]
+            binding.bind_cpu_input(name, np.ascontiguousarray(padded, np.float32))
+        for name in self.manifest["outputs"]:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        fused, *gate = (o[0, 0, :height, :width] for o in binding.copy_outputs_to_cpu())
+        return fused, None, gate[0] if gate else None
+
     def run(self, frame: np.ndarray, gamma: np.ndarray | None = None, beta: np.ndarray | None = None,
             want_gate: bool = False) -> FusionResult:
         """Fuse one BGR uint8 frame; ``gamma``/``beta`` are the prior's FiLM values (None: identity)."""
+        self._require_kind(KIND_VISIBLE, "run_dual(frame, infrared)")
+        return self._fuse(validate_frame(frame), None, lambda y, _: self.infer_luminance(y, gamma, beta), want_gate)
+
+    def run_dual(self, frame: np.ndarray, infrared: np.ndarray, want_gate: bool = False) -> FusionResult:
+        """Fuse one BGR uint8 frame with its registered infrared image (uint8 H×W, same size) by a dual-modal
+        model; ``pseudo_ir`` of the result is None, ``gate`` is None unless the model has one."""
+        self._require_kind(KIND_DUAL, "run(frame)")
         frame = validate_frame(frame)
+        infrared = validate_infrared(infrared, frame.shape[:2])
+        return self._fuse(frame, infrared, self.infer_dual, want_gate)
+
+    def _require_kind(self, kind: str, instead: str) -> None:
+        if self.kind != kind:
+            raise EngineError(f"{self.model_path.name} is a {self.kind} model: call {instead} instead")
+
+    def _fuse(self, frame: np.ndarray, infrared: np.ndarray | None, infer: Callable, want_gate: bool) -> FusionResult:
+        """The pre/post-processing every model shares: Y (and IR) on [0,1], optional processing size, Y back into
+        the frame. ``infer(Y, IR or None)`` returns (fused Y, pseudo-IR or None, gate or None)."""
         t0 = time.perf_counter()
         ycrcb = cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)
         luminance = ycrcb[:, :, 0].astype(np.float32) * (1.0 / 255.0)
         network_input = luminance
+        network_ir = None if infrared is None else infrared.astype(np.float32) * (1.0 / 255.0)
         if self.processing_size is not None and tuple(self.processing_size) != (frame.shape[1], frame.shape[0]):
             network_input = cv2.resize(luminance, tuple(self.processing_size), interpolation=cv2.INTER_AREA)
+            if network_ir is not None:
+                network_ir = cv2.resize(network_ir, tuple(self.processing_size), interpolation=cv2.INTER_AREA)
         t1 = time.perf_counter()
-        fused, pseudo_ir, gate = self.infer_luminance(network_input, gamma, beta)
+        fused, pseudo_ir, gate = infer(network_input, network_ir)
         t2 = time.perf_counter()
         if network_input is not luminance:
             size = (frame.shape[1], frame.shape[0])
             change = cv2.resize(fused - network_input, size, interpolation=cv2.INTER_LINEAR)
             fused = luminance + change
-            pseudo_ir = cv2.resize(pseudo_ir, size, interpolation=cv2.INTER_LINEAR)
-            gate = cv2.resize(gate, size, interpolation=cv2.INTER_LINEAR)
+            pseudo_ir, gate = (None if m is None else cv2.resize(m, size, interpolation=cv2.INTER_LINEAR)
+                               for m in (pseudo_ir, gate))
         ycrcb[:, :, 0] = to_uint8(fused)
         result = FusionResult(
             fused=cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR),
-            pseudo_ir=to_uint8(pseudo_ir),
-            gate=np.clip(gate, 0.0, 1.0) if want_gate else None,
+            pseudo_ir=None if pseudo_ir is None else to_uint8(pseudo_ir),
+            gate=np.clip(gate, 0.0, 1.0) if want_gate and gate is not None else None,
         )
         t3 = time.perf_counter()
         result.timings_ms = {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,

@@ -29,14 +29,14 @@ def test_graph_is_dynamic_and_free_of_fft(random_tiny_onnx):
     assert dims[2:] == ["height", "width"]
 
 
-@pytest.mark.parametrize("height,width", [(64, 64), (240, 320), (481, 641), (37, 53)])
+@pytest.mark.parametrize("height,width", [(64, 64), (240, 320), (481, 641), (37, 53), (5, 3)])
 def test_onnxruntime_matches_pytorch(engine, random_tiny_bundle, height, width):
     rng = np.random.default_rng(height * width)
     luminance = rng.random((height, width), dtype=np.float32)
     gamma = 1 + 0.1 * rng.standard_normal(engine.atoms).astype(np.float32)
     beta = 0.05 * rng.standard_normal(engine.atoms).astype(np.float32)
     onnx_out = engine.infer_luminance(luminance, gamma, beta)
-    padded = torch.from_numpy(pad_to_multiple(luminance, engine.pad_multiple))[None, None]
+    padded = torch.from_numpy(pad_to_multiple(luminance, engine.pad_multiple, engine.min_side))[None, None]
     with torch.no_grad():
         torch_out = random_tiny_bundle.net(padded, torch.from_numpy(gamma)[None], torch.from_numpy(beta)[None])
     for ours, reference in zip(onnx_out, torch_out):

@@ -48,6 +48,12 @@ class DCMIFConfig:
         strides = [c.entry_stride * 2 for c in (self.coenet, self.rin, self.rfn)]
         return max(strides)
 
+    @property
+    def min_side(self) -> int:
+        """Smallest padded side: the coefficient solve's circular padding needs the filter radius + 1 pixels."""
+        needed = self.solver_kernel_size // 2 + 1
+        return -(-needed // self.pad_multiple) * self.pad_multiple
+
     def to_dict(self) -> dict:
         return asdict(self)
 
