@@ -1,0 +1,310 @@
+"""dcmif_node: the infrared a thermal camera would see, inferred from a visible camera and fused with it, live.
+
+Topics (relative, so namespaces and remapping work):
+  in   image_raw (sensor_msgs/Image), or image_raw/compressed (CompressedImage) with use_compressed
+  out  fused/image (bgr8, pixel-aligned with the input), pseudo_thermal/image (mono8), debug/gate (bgr8
+       colour map, off by default), status (dcmif_msgs/FusionStatus), /diagnostics
+Every image output carries its input's header verbatim; an output without subscribers is not computed.
+
+Lifecycle (yolo_ros layout): configure reads and checks the parameters and creates the publishers; activate
+loads the model (onnxruntime session, warm-up, prior backend) and subscribes; deactivate unsubscribes and
+frees the model. The node runs configure and activate itself unless ``autostart`` is false.
+
+Threads: the image callback only stores the newest frame (``LatestFrameSlot``); one worker decodes, fuses and
+publishes it; the pipeline's refresher computes FiLM priors in a third thread, so nothing on the image path
+ever waits for the language model.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import rclpy
+from dcmif_msgs.msg import FusionStatus
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle.publisher import LifecyclePublisher
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image
+
+from dcmif_ros.image_codec import encode_bgr8, encode_mono8
+from dcmif_ros.pipeline import FusionPipeline
+from dcmif_ros.ros import qos
+from dcmif_ros.ros.conversions import decode_input, describe_input, gate_colormap, image_message
+from dcmif_ros.ros.diagnostics import DiagnosticsPublisher
+from dcmif_ros.ros.frame_slot import LatestFrameSlot, PendingFrame
+from dcmif_ros.ros.frame_stats import FrameStats
+from dcmif_ros.ros.health import TRANSPORT_LOSS_HINT, EngineState, PriorState, ReportBuilder, assess
+from dcmif_ros.ros.log_throttle import KeyedThrottle
+from dcmif_ros.ros.parameters import (
+    ConfigError,
+    NodeConfig,
+    OutputSwitches,
+    declare_parameters,
+    read_config,
+    read_runtime_settings,
+    runtime_change_problem,
+    runtime_parameter_names,
+)
+from dcmif_ros.ros.status import fusion_status
+
+NODE_NAME = "dcmif_node"
+INPUT_TOPIC = "image_raw"
+COMPRESSED_INPUT_TOPIC = "image_raw/compressed"
+FUSED_TOPIC = "fused/image"
+PSEUDO_THERMAL_TOPIC = "pseudo_thermal/image"
+GATE_TOPIC = "debug/gate"
+STATUS_TOPIC = "status"
+
+PROBLEM_LOG_INTERVAL_S = 5.0
+"""A recurring problem (the same bad frame 30 times a second) is logged once per this interval."""
+
+WORKER_THREAD_NAME = "dcmif-fusion-worker"
+WORKER_JOIN_TIMEOUT_S = 10.0
+"""Deactivation waits this long for the frame being fused to finish."""
+
+
+class DcmifNode(LifecycleNode):
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        declare_parameters(self)
+        self._runtime_parameters = runtime_parameter_names()
+        self._settings = read_runtime_settings(self)
+        self._config: NodeConfig | None = None
+        self._outputs: dict[str, LifecyclePublisher] = {}
+        self._diagnostics: DiagnosticsPublisher | None = None
+        self._pipeline: FusionPipeline | None = None
+        self._subscription = None
+        self._slot: LatestFrameSlot | None = None
+        self._worker: threading.Thread | None = None
+        self._report_timer = None
+        self._stats = FrameStats()
+        self._reports = ReportBuilder()
+        self._throttle = KeyedThrottle(PROBLEM_LOG_INTERVAL_S)
+        self.add_on_set_parameters_callback(self._check_parameter_change)
+        self.add_post_set_parameters_callback(self._apply_parameter_change)
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    def start_up(self) -> bool:
+        """Configure and activate (what ``autostart`` does); False, with the reason logged, if either fails."""
+        return (self.trigger_configure() == TransitionCallbackReturn.SUCCESS
+                and self.trigger_activate() == TransitionCallbackReturn.SUCCESS)
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._config = read_config(self)
+        except ConfigError as exc:
+            self.get_logger().error(f"cannot configure: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self._settings = read_runtime_settings(self)
+        self._outputs = {topic: self._create_publisher(Image, topic)
+                         for topic in (FUSED_TOPIC, PSEUDO_THERMAL_TOPIC, GATE_TOPIC)}
+        self._outputs[STATUS_TOPIC] = self._create_publisher(FusionStatus, STATUS_TOPIC)
+        self._diagnostics = DiagnosticsPublisher(self)
+        self._stats = FrameStats()
+        self._reports = ReportBuilder()
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        config = self._config
+        try:
+            pipeline = FusionPipeline(config.pipeline_config(self._settings.refresh_every_n_frames))
+        except Exception as exc:  # rclpy turns an escaping exception into a silent ERROR transition
+            self.get_logger().error(f"cannot activate: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        engine = pipeline.engine
+        if EngineState.of(pipeline).fallback_warning:
+            self.get_logger().warning(engine.fallback_warning)
+        self.get_logger().info(f"model {engine.model_path} on {engine.providers[0]} (provider "
+                               f"'{config.provider}'), prior '{config.prior}'")
+        self._pipeline = pipeline
+        enabled = super().on_activate(state)  # enables the publishers before any frame can arrive
+        self._slot = LatestFrameSlot()
+        self._worker = threading.Thread(target=self._serve_frames, args=(self._slot, pipeline),
+                                        name=WORKER_THREAD_NAME, daemon=True)
+        self._worker.start()
+        self._subscription = self._create_input_subscription(config.use_compressed)
+        self._report_timer = self.create_timer(config.diagnostics_period_s, self._publish_reports,
+                                               clock=Clock(clock_type=ClockType.STEADY_TIME))
+        return enabled
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_outputs()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured, ready to configure again
+
+    def release(self) -> None:
+        """Stop the threads, free the model and the endpoints, in any state (also without a context)."""
+        self._stop_processing()
+        self._destroy_outputs()
+
+    def _stop_processing(self) -> None:
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
+        if self._report_timer is not None:
+            self.destroy_timer(self._report_timer)
+            self._report_timer = None
+        if self._slot is not None:
+            if self._slot.close():
+                self._stats.count_stale()
+            self._slot = None
+        if self._worker is not None:
+            self._worker.join(WORKER_JOIN_TIMEOUT_S)
+            if self._worker.is_alive():
+                self.get_logger().warning(f"the fusion worker was still busy {WORKER_JOIN_TIMEOUT_S:g} s after "
+                                          "deactivation; it will exit after its frame")
+            self._worker = None
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
+
+    def _destroy_outputs(self) -> None:
+        for publisher in self._outputs.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs = {}
+        if self._diagnostics is not None:
+            self._diagnostics.destroy()
+            self._diagnostics = None
+
+    # --- endpoints ------------------------------------------------------------------------------------
+
+    def _create_publisher(self, message_type, topic: str) -> LifecyclePublisher:
+        return self.create_lifecycle_publisher(
+            message_type, topic, qos.output_qos(), qos_overriding_options=qos.overridable(),
+            event_callbacks=qos.publisher_events(self.get_logger(), self.resolve_topic_name(topic)))
+
+    def _create_input_subscription(self, use_compressed: bool):
+        message_type, topic = (CompressedImage, COMPRESSED_INPUT_TOPIC) if use_compressed else (Image, INPUT_TOPIC)
+        events = qos.subscription_events(self.get_logger(), self.resolve_topic_name(topic), self._on_frames_lost)
+        return self.create_subscription(message_type, topic, self._on_image, qos.input_qos(),
+                                        qos_overriding_options=qos.overridable(), event_callbacks=events)
+
+    def _on_image(self, message: Image | CompressedImage) -> None:
+        replaced_one = self._slot.put(message)
+        self._stats.count_received(message.header.frame_id, replaced_one)
+
+    def _on_frames_lost(self, count: int) -> None:
+        self._stats.count_lost(count)
+        self._log_problem(f"{count} input frame(s) lost in transport: {TRANSPORT_LOSS_HINT}", error=False)
+
+    # --- the worker -------------------------------------------------------------------------------------
+
+    def _serve_frames(self, slot: LatestFrameSlot, pipeline: FusionPipeline) -> None:
+        while (pending := slot.take()) is not None:
+            self._fuse(pending, pipeline)
+
+    def _fuse(self, pending: PendingFrame, pipeline: FusionPipeline) -> None:
+        message = pending.message
+        wanted = self._wanted_outputs()
+        if not wanted.any_image:
+            self._stats.count_idle()
+            return
+        try:
+            result = pipeline.process(decode_input(message), want_gate=wanted.debug_gate)
+        except ValueError as exc:  # ImageDecodeError, or a frame the engine refuses: the input's fault
+            reason = f"dropped a {describe_input(message)} image: {exc}"
+            self._stats.count_rejected(reason)
+            self._log_problem(reason)
+            return
+        except Exception as exc:  # onnxruntime's own errors; the next frame may well succeed
+            reason = f"inference failed on a {describe_input(message)} image: {type(exc).__name__}: {exc}"
+            self._stats.count_failed(reason)
+            self._log_problem(reason)
+            return
+        header = message.header
+        if wanted.fused:
+            self._outputs[FUSED_TOPIC].publish(image_message(encode_bgr8(result.fused), header))
+        if wanted.pseudo_thermal:
+            self._outputs[PSEUDO_THERMAL_TOPIC].publish(image_message(encode_mono8(result.pseudo_ir), header))
+        if wanted.debug_gate:
+            self._outputs[GATE_TOPIC].publish(image_message(gate_colormap(result.gate), header))
+        self._stats.count_processed(pending.received_s, pending.taken_s, result.timings_ms["total"], header.stamp)
+
+    def _wanted_outputs(self) -> OutputSwitches:
+        switches = self._settings.outputs
+
+        def listened(topic: str) -> bool:
+            return self._outputs[topic].get_subscription_count() > 0
+
+        return OutputSwitches(
+            fused=switches.fused and listened(FUSED_TOPIC),
+            pseudo_thermal=switches.pseudo_thermal and listened(PSEUDO_THERMAL_TOPIC),
+            debug_gate=switches.debug_gate and listened(GATE_TOPIC),
+            status=switches.status,
+        )
+
+    def _log_problem(self, message: str, error: bool = True) -> None:
+        if self._throttle.should_log(message):
+            log = self.get_logger().error if error else self.get_logger().warning
+            log(message)
+
+    # --- reports ---------------------------------------------------------------------------------------
+
+    def _publish_reports(self) -> None:
+        """Timer callback, alive exactly while the pipeline is (created after it, destroyed before it)."""
+        pipeline = self._pipeline
+        report = self._reports.build(self._stats.snapshot(), EngineState.of(pipeline), PriorState.of(pipeline),
+                                     time.monotonic())
+        health = assess(report)
+        stamp = self.get_clock().now().to_msg()
+        if self._settings.outputs.status:
+            self._outputs[STATUS_TOPIC].publish(fusion_status(report, health, stamp))
+        self._diagnostics.publish(report, health, stamp)
+
+    # --- parameters ------------------------------------------------------------------------------------
+
+    def _check_parameter_change(self, parameters: list[Parameter]) -> SetParametersResult:
+        changed = [p for p in parameters if p.name in self._runtime_parameters]
+        if not changed:
+            return SetParametersResult(successful=True)
+        problem = runtime_change_problem(self._settings, self.get_parameter("prior").value, changed)
+        return SetParametersResult(successful=problem is None, reason=problem or "")
+
+    def _apply_parameter_change(self, parameters: list[Parameter]) -> None:
+        changed = [p for p in parameters if p.name in self._runtime_parameters]
+        if not changed:
+            return
+        self._settings = self._settings.with_changes(changed)
+        pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.refresher.set_every_n_frames(self._settings.refresh_every_n_frames)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C; with autostart, exit 1 if it cannot configure or activate (launch shows it)."""
+    rclpy.init(args=args)
+    node = DcmifNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if node.get_parameter("autostart").value and not node.start_up():
+            return 1
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.release()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""What happened to every input frame, and how long the recent ones took: the numbers behind status and
+/diagnostics.
+
+Written from two threads (the image callback counts arrivals, the worker counts outcomes) and read by the
+report timer, hence the lock. Counters start at zero on configure and only grow, so
+``processed + dropped <= received`` always holds; the difference is the frame in flight.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from builtin_interfaces.msg import Time
+
+LATENCY_WINDOW_FRAMES = 100
+"""Recent frames the latency percentiles are taken over."""
+
+
+@dataclass(frozen=True)
+class FrameCounts:
+    received: int
+    processed: int
+    stale: int  # replaced by a newer frame before the worker took it (or left waiting at deactivation)
+    rejected: int  # undecodable or invalid images
+    failed: int  # inference raised
+    idle: int  # skipped: no subscriber on any image output
+    lost_in_transport: int  # the middleware reported samples lost before they reached the callback
+    inference_ms_last: float | None  # the engine's run, its pre- and post-processing included
+    inference_ms_median: float | None
+    inference_ms_p95: float | None
+    overhead_ms_median: float | None  # what the node adds to inference: decoding, encoding, publishing
+    overhead_ms_p95: float | None
+    node_latency_ms_median: float | None  # callback → outputs published: waiting for the worker + the above
+    node_latency_ms_p95: float | None
+    last_input_stamp: Time | None  # of the last processed frame
+    last_frame_id: str  # of the last received frame
+    last_received_s: float | None  # time.monotonic() of the last arrival
+    last_error: str
+
+    @property
+    def dropped(self) -> int:
+        return self.stale + self.rejected + self.failed + self.idle
+
+
+class FrameStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._received = self._processed = self._stale = 0
+        self._rejected = self._failed = self._idle = self._lost = 0
+        self._inference_ms: deque[float] = deque(maxlen=LATENCY_WINDOW_FRAMES)
+        self._overhead_ms: deque[float] = deque(maxlen=LATENCY_WINDOW_FRAMES)
+        self._node_latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW_FRAMES)
+        self._last_input_stamp: Time | None = None
+        self._last_frame_id = ""
+        self._last_received_s: float | None = None
+        self._last_error = ""
+
+    def count_received(self, frame_id: str, replaced_one: bool) -> None:
+        with self._lock:
+            self._received += 1
+            self._stale += replaced_one
+            self._last_frame_id = frame_id
+            self._last_received_s = time.monotonic()
+
+    def count_stale(self) -> None:
+        with self._lock:
+            self._stale += 1
+
+    def count_processed(self, received_s: float, taken_s: float, inference_ms: float, stamp: Time) -> None:
+        """One frame published: it arrived at ``received_s`` and the worker took it at ``taken_s``."""
+        now = time.monotonic()
+        with self._lock:
+            self._processed += 1
+            self._inference_ms.append(inference_ms)
+            self._overhead_ms.append((now - taken_s) * 1e3 - inference_ms)
+            self._node_latency_ms.append((now - received_s) * 1e3)
+            self._last_input_stamp = stamp
+
+    def count_rejected(self, reason: str) -> None:
+        with self._lock:
+            self._rejected += 1
+            self._last_error = reason
+
+    def count_failed(self, reason: str) -> None:
+        with self._lock:
+            self._failed += 1
+            self._last_error = reason
+
+    def count_idle(self) -> None:
+        with self._lock:
+            self._idle += 1
+
+    def count_lost(self, count: int) -> None:
+        with self._lock:
+            self._lost += count
+
+    def snapshot(self) -> FrameCounts:
+        with self._lock:
+            inference = np.array(self._inference_ms)
+            overhead = np.array(self._overhead_ms)
+            latency = np.array(self._node_latency_ms)
+            return FrameCounts(
+                received=self._received, processed=self._processed, stale=self._stale,
+                rejected=self._rejected, failed=self._failed, idle=self._idle, lost_in_transport=self._lost,
+                inference_ms_last=float(inference[-1]) if inference.size else None,
+                inference_ms_median=_percentile(inference, 50), inference_ms_p95=_percentile(inference, 95),
+                overhead_ms_median=_percentile(overhead, 50), overhead_ms_p95=_percentile(overhead, 95),
+                node_latency_ms_median=_percentile(latency, 50), node_latency_ms_p95=_percentile(latency, 95),
+                last_input_stamp=self._last_input_stamp, last_frame_id=self._last_frame_id,
+                last_received_s=self._last_received_s, last_error=self._last_error,
+            )
+
+
+def _percentile(values: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if values.size else None

@@ -1,0 +1,135 @@
+"""One health report per period, shared by the status topic and /diagnostics, and the rule for its level.
+
+OK is the quiet state: frames dropped because a newer one arrived are the design working, not a fault.
+WARN means running degraded (CPU fallback, bad input frames, frames lost in transport, the prior not
+refreshing); ERROR means inference fails on every frame; STALE means no image arrived for a while.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dcmif_msgs.msg import FusionStatus
+
+from dcmif_ros.pipeline import FusionPipeline
+from dcmif_ros.ros.frame_stats import FrameCounts
+
+INPUT_STALE_AFTER_S = 3.0
+"""No image for this long (or none yet) makes the level STALE."""
+
+TRANSPORT_LOSS_HINT = ("large images over a best-effort link lose fragments: load config/fastdds_shm.xml in "
+                       "every process, or set this subscription's reliability to reliable")
+
+
+@dataclass(frozen=True)
+class EngineState:
+    model_name: str
+    provider: str  # onnxruntime's name of the provider in use, e.g. CPUExecutionProvider
+    fallback_warning: str  # empty unless a GPU provider was named and the session runs on CPU
+
+    @classmethod
+    def of(cls, pipeline: FusionPipeline) -> EngineState:
+        """With provider 'auto' the CPU is a documented outcome, not a fallback to warn about."""
+        engine = pipeline.engine
+        named_gpu = pipeline.config.provider != "auto"
+        return cls(engine.model_path.stem, engine.providers[0],
+                   (engine.fallback_warning or "") if named_gpu else "")
+
+
+@dataclass(frozen=True)
+class PriorState:
+    backend: str  # the ``prior`` parameter: embedded, none or vlm:PATH
+    version: int  # 0 = the built-in identity prior
+    age_s: float
+    age_frames: int  # frames processed since it was installed
+    refreshed: int
+    last_error: str
+    in_flight_s: float | None
+    timeout_s: float
+
+    @classmethod
+    def of(cls, pipeline: FusionPipeline) -> PriorState:
+        refresher = pipeline.refresher
+        current, stats = refresher.current, refresher.stats
+        return cls(
+            backend=pipeline.prior_name, version=current.version, age_s=current.age_s(),
+            # a prior computed from frame k is installed after frame k was processed
+            age_frames=max(current.age_frames(refresher.frame_count) - 1, 0), refreshed=stats.refreshed,
+            last_error=refresher.last_error or "", in_flight_s=stats.in_flight_s,
+            timeout_s=pipeline.config.prior_timeout_s,
+        )
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    counts: FrameCounts
+    input_rate_hz: float
+    output_rate_hz: float
+    new_rejected: int  # since the previous report
+    new_failed: int
+    new_processed: int
+    new_lost: int
+    seconds_since_input: float | None
+    engine: EngineState
+    prior: PriorState
+
+
+@dataclass(frozen=True)
+class Health:
+    level: int  # FusionStatus.LEVEL_* (the numbers of diagnostic_msgs/DiagnosticStatus)
+    message: str
+
+
+class ReportBuilder:
+    """Turns cumulative counts into a report with rates and per-period changes."""
+
+    def __init__(self) -> None:
+        self._previous: FrameCounts | None = None
+        self._previous_s: float | None = None
+
+    def build(self, counts: FrameCounts, engine: EngineState, prior: PriorState, now_s: float) -> NodeReport:
+        before = self._previous
+        elapsed = now_s - self._previous_s if self._previous_s is not None else 0.0
+        self._previous, self._previous_s = counts, now_s
+
+        def change(field: str) -> int:
+            return getattr(counts, field) - (getattr(before, field) if before else 0)
+
+        def rate(field: str) -> float:
+            return change(field) / elapsed if before and elapsed > 0 else 0.0
+
+        return NodeReport(
+            counts=counts, input_rate_hz=rate("received"), output_rate_hz=rate("processed"),
+            new_rejected=change("rejected"), new_failed=change("failed"), new_processed=change("processed"),
+            new_lost=change("lost_in_transport"),
+            seconds_since_input=None if counts.last_received_s is None else now_s - counts.last_received_s,
+            engine=engine, prior=prior,
+        )
+
+
+def assess(report: NodeReport) -> Health:
+    counts, prior = report.counts, report.prior
+    errors: list[str] = []
+    warnings: list[str] = []
+    if report.new_failed:
+        (warnings if report.new_processed else errors).append(
+            f"inference failed on {report.new_failed} frame(s): {counts.last_error}")
+    if report.engine.fallback_warning:
+        warnings.append(report.engine.fallback_warning)
+    if report.new_rejected:
+        warnings.append(f"{report.new_rejected} input frame(s) rejected: {counts.last_error}")
+    if report.new_lost:
+        warnings.append(f"{report.new_lost} frame(s) lost in transport ({TRANSPORT_LOSS_HINT})")
+    if prior.last_error:
+        warnings.append(prior.last_error)
+    if prior.in_flight_s is not None and prior.in_flight_s > prior.timeout_s:
+        warnings.append(f"a prior refresh has been running for {prior.in_flight_s:.0f} s "
+                        f"(timeout {prior.timeout_s:g} s)")
+    if errors:
+        return Health(FusionStatus.LEVEL_ERROR, "; ".join(errors + warnings))
+    if warnings:
+        return Health(FusionStatus.LEVEL_WARN, "; ".join(warnings))
+    if report.seconds_since_input is None:
+        return Health(FusionStatus.LEVEL_STALE, "no input image received yet")
+    if report.seconds_since_input > INPUT_STALE_AFTER_S:
+        return Health(FusionStatus.LEVEL_STALE, f"no input image for {report.seconds_since_input:.0f} s")
+    return Health(FusionStatus.LEVEL_OK, f"fusing at {report.output_rate_hz:.1f} Hz")

@@ -1,0 +1,203 @@
+"""dcmif_node's parameters: one table with descriptors and ranges, typed views, and the runtime-change rules.
+
+Two kinds, as depthai's ``i_``/``r_`` split: *initial* parameters are ``read_only`` (set them in the YAML, a
+launch argument or ``--ros-args -p``; they are read on configure), *runtime* ones can be changed with
+``ros2 param set`` while the node runs. rclpy enforces types, ranges and read-only from the descriptors;
+:func:`runtime_change_problem` adds the rules a descriptor cannot express.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from dcmif_ros.engine import PROVIDER_CHOICES
+from dcmif_ros.pipeline import PipelineConfig, default_model_path
+from dcmif_ros.prior import PRIOR_SPEC_HELP, parse_prior_spec
+from dcmif_ros.prior.factory import DEFAULT_PRIOR_SPEC, NONE_SPEC
+
+MAX_PROCESSING_SIDE = 8192
+MAX_INFERENCE_THREADS = 64
+MAX_REFRESH_PERIOD_FRAMES = 100_000
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    default: bool | int | float | str
+    description: str
+    runtime: bool = False
+    integer_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    constraints: str = ""
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(description=self.description, read_only=not self.runtime,
+                                         additional_constraints=self.constraints)
+        if self.integer_range:
+            descriptor.integer_range = [IntegerRange(from_value=self.integer_range[0],
+                                                     to_value=self.integer_range[1], step=1)]
+        if self.float_range:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=self.float_range[0],
+                                                                  to_value=self.float_range[1], step=0.0)]
+        return descriptor
+
+
+def parameter_specs() -> tuple[ParameterSpec, ...]:
+    """Every parameter of dcmif_node (``model_path`` defaults to the model shipped in the share directory)."""
+    return (
+        ParameterSpec("autostart", True, "configure and activate on start-up; false leaves the node "
+                      "unconfigured for a lifecycle manager (ros2 lifecycle set ...)"),
+        ParameterSpec("model_path", str(default_model_path()), "ONNX model file; its .json manifest and "
+                      ".film.npz FiLM heads must sit beside it"),
+        ParameterSpec("provider", "auto", "onnxruntime execution provider: auto picks TensorRT, then CUDA, "
+                      "then CPU, as available", constraints=f"one of {', '.join(PROVIDER_CHOICES)}"),
+        ParameterSpec("allow_cpu_fallback", True, "accept a session that ended up on the CPU when a GPU "
+                      "provider was asked for (a warning in /diagnostics); false fails activation instead"),
+        ParameterSpec("inference_threads", 0, "onnxruntime intra-op threads; 0 lets onnxruntime decide",
+                      integer_range=(0, MAX_INFERENCE_THREADS)),
+        ParameterSpec("processing_width", 0, "width the network runs at; 0 = the input's own size "
+                      "(outputs always keep the input size)", integer_range=(0, MAX_PROCESSING_SIDE),
+                      constraints="0 together with processing_height, or both positive"),
+        ParameterSpec("processing_height", 0, "height the network runs at; 0 = the input's own size",
+                      integer_range=(0, MAX_PROCESSING_SIDE),
+                      constraints="0 together with processing_width, or both positive"),
+        ParameterSpec("prior", DEFAULT_PRIOR_SPEC, PRIOR_SPEC_HELP, constraints="embedded | none | vlm:PATH"),
+        ParameterSpec("refresh_every_n_frames", 30, "recompute the FiLM prior (gamma, beta) every N processed "
+                      "frames, in a background thread", runtime=True,
+                      integer_range=(1, MAX_REFRESH_PERIOD_FRAMES)),
+        ParameterSpec("prior_timeout_s", 30.0, "a prior refresh slower than this is discarded",
+                      float_range=(0.1, 3600.0)),
+        ParameterSpec("use_compressed", False, "subscribe to image_raw/compressed (sensor_msgs/CompressedImage) "
+                      "instead of image_raw"),
+        ParameterSpec("publish_fused", True, "publish fused/image (bgr8)", runtime=True),
+        ParameterSpec("publish_pseudo_thermal", True, "publish pseudo_thermal/image (mono8)", runtime=True),
+        ParameterSpec("publish_debug_gate", False, "publish debug/gate, the fusion gate as a colour map",
+                      runtime=True),
+        ParameterSpec("publish_status", True, "publish status (dcmif_msgs/FusionStatus)", runtime=True),
+        ParameterSpec("diagnostics_period_s", 1.0, "period of status and /diagnostics messages",
+                      float_range=(0.1, 60.0)),
+    )
+
+
+def declare_parameters(node: Node) -> None:
+    for spec in parameter_specs():
+        node.declare_parameter(spec.name, spec.default, spec.descriptor())
+
+
+def runtime_parameter_names() -> frozenset[str]:
+    return frozenset(spec.name for spec in parameter_specs() if spec.runtime)
+
+
+class ConfigError(ValueError):
+    """An initial parameter value the node cannot start with; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class OutputSwitches:
+    """Which outputs to produce; each is also skipped while it has no subscriber."""
+
+    fused: bool
+    pseudo_thermal: bool
+    debug_gate: bool
+    status: bool
+
+    @property
+    def any_image(self) -> bool:
+        return self.fused or self.pseudo_thermal or self.debug_gate
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """The runtime parameters; replaced whole when one changes, so readers never see a half update."""
+
+    outputs: OutputSwitches
+    refresh_every_n_frames: int
+
+    def with_changes(self, parameters: Iterable[Parameter]) -> RuntimeSettings:
+        values = {p.name: p.value for p in parameters}
+        outputs = OutputSwitches(
+            fused=values.get("publish_fused", self.outputs.fused),
+            pseudo_thermal=values.get("publish_pseudo_thermal", self.outputs.pseudo_thermal),
+            debug_gate=values.get("publish_debug_gate", self.outputs.debug_gate),
+            status=values.get("publish_status", self.outputs.status),
+        )
+        return replace(self, outputs=outputs,
+                       refresh_every_n_frames=values.get("refresh_every_n_frames", self.refresh_every_n_frames))
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The initial parameters, read and checked on configure."""
+
+    model_path: Path
+    provider: str
+    allow_cpu_fallback: bool
+    inference_threads: int
+    processing_size: tuple[int, int] | None
+    prior: str
+    prior_timeout_s: float
+    use_compressed: bool
+    diagnostics_period_s: float
+
+    def pipeline_config(self, refresh_every_n_frames: int) -> PipelineConfig:
+        return PipelineConfig(
+            model_path=self.model_path, provider=self.provider, allow_cpu_fallback=self.allow_cpu_fallback,
+            processing_size=self.processing_size, prior=self.prior,
+            refresh_every_n_frames=refresh_every_n_frames, prior_timeout_s=self.prior_timeout_s,
+            threads=self.inference_threads or None,
+        )
+
+
+def read_config(node: Node) -> NodeConfig:
+    """The initial parameters as a checked NodeConfig; ConfigError names the first bad one."""
+    value = _values(node)
+    provider = value["provider"]
+    if provider not in PROVIDER_CHOICES:
+        raise ConfigError(f"parameter provider is {provider!r}; choose one of {', '.join(PROVIDER_CHOICES)}")
+    try:
+        parse_prior_spec(value["prior"])
+    except ValueError as exc:
+        raise ConfigError(f"parameter prior: {exc}") from None
+    width, height = value["processing_width"], value["processing_height"]
+    if (width == 0) != (height == 0):
+        raise ConfigError(f"processing_width and processing_height must both be 0 (native size) or both "
+                          f"positive, got {width} x {height}")
+    model_path = Path(value["model_path"]).expanduser()
+    if not model_path.is_file():
+        raise ConfigError(f"model_path {str(model_path)!r} is not a file: export a model there or set "
+                          f"model_path")
+    return NodeConfig(
+        model_path=model_path, provider=provider, allow_cpu_fallback=value["allow_cpu_fallback"],
+        inference_threads=value["inference_threads"], processing_size=(width, height) if width else None,
+        prior=value["prior"], prior_timeout_s=value["prior_timeout_s"], use_compressed=value["use_compressed"],
+        diagnostics_period_s=value["diagnostics_period_s"],
+    )
+
+
+def read_runtime_settings(node: Node) -> RuntimeSettings:
+    value = _values(node)
+    return RuntimeSettings(
+        outputs=OutputSwitches(fused=value["publish_fused"], pseudo_thermal=value["publish_pseudo_thermal"],
+                               debug_gate=value["publish_debug_gate"], status=value["publish_status"]),
+        refresh_every_n_frames=value["refresh_every_n_frames"],
+    )
+
+
+def runtime_change_problem(current: RuntimeSettings, prior: str, parameters: list[Parameter]) -> str | None:
+    """Why a runtime change is refused (the reason ``ros2 param set`` shows), or None to accept it."""
+    names = {p.name for p in parameters}
+    if "refresh_every_n_frames" in names and parse_prior_spec(prior).kind == NONE_SPEC:
+        return "prior is 'none': there is no prior to refresh (prior is set at start-up)"
+    if not current.with_changes(parameters).outputs.any_image:
+        return ("at least one of publish_fused, publish_pseudo_thermal, publish_debug_gate must stay true; "
+                "deactivate the node to pause it")
+    return None
+
+
+def _values(node: Node) -> dict:
+    return {spec.name: node.get_parameter(spec.name).value for spec in parameter_specs()}

@@ -1,0 +1,30 @@
+"""The health report as a dcmif_msgs/FusionStatus message (the typed twin of the /diagnostics entry)."""
+from __future__ import annotations
+
+from builtin_interfaces.msg import Time
+from dcmif_msgs.msg import FusionStatus
+from std_msgs.msg import Header
+
+from dcmif_ros.ros.health import Health, NodeReport
+
+
+def fusion_status(report: NodeReport, health: Health, stamp: Time) -> FusionStatus:
+    counts, prior = report.counts, report.prior
+    return FusionStatus(
+        header=Header(stamp=stamp, frame_id=counts.last_frame_id),
+        level=health.level,
+        fusion_mode=FusionStatus.FUSION_MODE_DUAL_DCMIF,
+        model_name=report.engine.model_name,
+        execution_provider=report.engine.provider,
+        inference_latency_ms=counts.inference_ms_last or 0.0,
+        inference_latency_p95_ms=counts.inference_ms_p95 or 0.0,
+        last_input_stamp=counts.last_input_stamp or Time(),
+        frames_received=counts.received,
+        frames_processed=counts.processed,
+        frames_dropped=counts.dropped,
+        prior_version=prior.version,
+        prior_age_s=prior.age_s,
+        prior_age_frames=prior.age_frames,
+        prior_backend=prior.backend,
+        last_error=counts.last_error,
+    )

@@ -1,0 +1,102 @@
+"""The node's small parts without a ROS graph: health levels, the one-frame slot, log throttling, runtime
+parameter rules, the Fast DDS environment and the sample camera's frames."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+import pytest
+from dcmif_msgs.msg import FusionStatus
+from rclpy.parameter import Parameter
+
+from dcmif_ros.ros.fastdds import LEGACY_PROFILE_ENV_VAR, PROFILE_ENV_VAR, fastdds_environment
+from dcmif_ros.ros.frame_slot import LatestFrameSlot
+from dcmif_ros.ros.frame_stats import FrameStats
+from dcmif_ros.ros.health import INPUT_STALE_AFTER_S, EngineState, NodeReport, PriorState, assess
+from dcmif_ros.ros.log_throttle import KeyedThrottle
+from dcmif_ros.ros.parameters import OutputSwitches, RuntimeSettings, runtime_change_problem
+from dcmif_ros.sample_camera import SampleFrames
+
+
+def healthy_report(**changes) -> NodeReport:
+    report = NodeReport(
+        counts=FrameStats().snapshot(), input_rate_hz=15.0, output_rate_hz=15.0, new_rejected=0, new_failed=0,
+        new_processed=15, new_lost=0, seconds_since_input=0.05,
+        engine=EngineState("dcmif_tiny", "CPUExecutionProvider", ""),
+        prior=PriorState("embedded", 3, 1.0, 10, 3, "", None, 30.0),
+    )
+    return dataclasses.replace(report, **changes)
+
+
+@pytest.mark.parametrize(("changes", "level", "words"), [
+    ({}, FusionStatus.LEVEL_OK, "fusing at 15.0 Hz"),
+    ({"new_rejected": 2}, FusionStatus.LEVEL_WARN, "2 input frame(s) rejected"),
+    ({"new_lost": 5}, FusionStatus.LEVEL_WARN, "fastdds_shm.xml"),
+    ({"engine": EngineState("m", "CPUExecutionProvider", "asked for 'cuda'")}, FusionStatus.LEVEL_WARN, "cuda"),
+    ({"prior": PriorState("vlm:/x", 1, 90.0, 900, 1, "", 45.0, 30.0)}, FusionStatus.LEVEL_WARN, "running for 45 s"),
+    ({"new_failed": 3, "new_processed": 0}, FusionStatus.LEVEL_ERROR, "inference failed on 3 frame(s)"),
+    ({"new_failed": 1, "new_processed": 9}, FusionStatus.LEVEL_WARN, "inference failed on 1 frame(s)"),
+    ({"seconds_since_input": None}, FusionStatus.LEVEL_STALE, "no input image received yet"),
+    ({"seconds_since_input": INPUT_STALE_AFTER_S + 2}, FusionStatus.LEVEL_STALE, "no input image for 5 s"),
+])
+def test_health_levels(changes, level, words):
+    health = assess(healthy_report(**changes))
+    assert health.level == level and words in health.message
+
+
+def test_slot_keeps_only_the_newest_frame_and_reports_replacements():
+    slot = LatestFrameSlot()
+    assert slot.put("first") is False
+    assert slot.put("second") is True
+    taken = slot.take()
+    assert taken.message == "second" and taken.taken_s >= taken.received_s
+    slot.put("third")
+    assert slot.close() is True, "a frame still waiting at close is reported (counted as dropped)"
+    assert slot.take() is None
+
+
+def test_slot_wakes_a_waiting_worker_on_close():
+    slot = LatestFrameSlot()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(slot.take()))
+    worker.start()
+    time.sleep(0.05)
+    slot.close()
+    worker.join(2.0)
+    assert not worker.is_alive() and results == [None]
+
+
+def test_throttle_is_per_kind_of_problem():
+    throttle = KeyedThrottle(interval_s=60.0)
+    assert throttle.should_log("dropped a 32FC1 640x480 image")
+    assert not throttle.should_log("dropped a 32FC1 320x240 image"), "same problem, other numbers: throttled"
+    assert throttle.should_log("dropped a bgr8 64x48 image: data too short"), "a new problem logs at once"
+
+
+def test_runtime_rules():
+    current = RuntimeSettings(OutputSwitches(fused=True, pseudo_thermal=True, debug_gate=False, status=True), 30)
+    period = [Parameter("refresh_every_n_frames", value=5)]
+    assert runtime_change_problem(current, "embedded", period) is None
+    assert "prior is 'none'" in runtime_change_problem(current, "none", period)
+    all_off = [Parameter("publish_fused", value=False), Parameter("publish_pseudo_thermal", value=False)]
+    assert "at least one" in runtime_change_problem(current, "embedded", all_off)
+    changed = current.with_changes(period + [Parameter("publish_debug_gate", value=True)])
+    assert changed.refresh_every_n_frames == 5 and changed.outputs.debug_gate and changed.outputs.fused
+
+
+def test_fastdds_environment_adds_the_profile_but_respects_the_users():
+    env = fastdds_environment({})
+    assert env[PROFILE_ENV_VAR].endswith("config/fastdds_shm.xml") and env["RMW_IMPLEMENTATION"] == "rmw_fastrtps_cpp"
+    assert LEGACY_PROFILE_ENV_VAR not in env, "Kilted's rmw warns that the legacy variable is deprecated"
+    mine = {LEGACY_PROFILE_ENV_VAR: "/my/profile.xml", "RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}
+    assert fastdds_environment(mine) == mine
+
+
+def test_sample_frames_look_like_video():
+    frames = SampleFrames(size=(640, 480), rate_hz=15.0)
+    first, second, later = frames.frame(0), frames.frame(1), frames.frame(30)
+    assert first.shape == (480, 640, 3) and first.dtype == np.uint8
+    step = np.abs(first.astype(int) - second).mean()
+    assert 0 < step < np.abs(first.astype(int) - later).mean(), "consecutive frames differ a little, later ones more"
