@@ -30,6 +30,7 @@ PROVIDER_CHAINS = {
 }
 PROVIDER_SHORT_NAMES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda",
                         "CPUExecutionProvider": "cpu"}
+NVIDIA_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
 TENSORRT_CACHE_DIR = Path.home() / ".cache" / "dcmif_ros" / "tensorrt"
 WARMUP_RUNS = 2
 WARMUP_SIZE = (64, 64)  # (height, width) of the warm-up frame, before padding
@@ -119,11 +120,17 @@ def provider_options(providers: list[str]) -> list[tuple[str, dict]]:
     return options
 
 
+def nvidia_gpu_present() -> bool:
+    """onnxruntime-gpu lists its GPU providers even on machines without a GPU; the driver's files tell."""
+    return any(Path(p).exists() for p in NVIDIA_DRIVER_FILES)
+
+
 def resolve_providers(provider: str, available: list[str]) -> list[str]:
     if provider not in PROVIDER_CHOICES:
         raise EngineError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDER_CHOICES)}")
     if provider == "auto":
-        return [p for p in PROVIDER_CHAINS["tensorrt"] if p in available]
+        chain = PROVIDER_CHAINS["tensorrt"] if nvidia_gpu_present() else PROVIDER_CHAINS["cpu"]
+        return [p for p in chain if p in available]
     wanted = PROVIDER_CHAINS[provider][0]
     if wanted not in available:
         raise EngineError(f"execution provider {provider!r} ({wanted}) is not available in this onnxruntime "

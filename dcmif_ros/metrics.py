@@ -257,6 +257,11 @@ def mutual_information(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray,
     return _mutual_information(vi, fused, log) + _mutual_information(ir, fused, log)
 
 
+def mutual_information_with(source: np.ndarray, fused: np.ndarray) -> float:
+    """MI(S,F) in bits against one source: how much of the (real) infrared a fused image carries."""
+    return _mutual_information(np.asarray(source, np.float64), np.asarray(fused, np.float64), np.log2)
+
+
 def _stretch_to_8bit(plane: np.ndarray) -> np.ndarray:
     """Chen-Blum's normalize1: min-max stretch to 0..255, rounded half away from zero (MATLAB round).
 
@@ -458,6 +463,18 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 def correlation_of_differences(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray) -> float:
     """SCD (Aslantas & Bendes 2015): what F adds over one source should correlate with the other."""
     return _pearson(fused - ir, vi) + _pearson(fused - vi, ir)
+
+
+def added_correlation(base: np.ndarray, other: np.ndarray, fused: np.ndarray) -> float:
+    """SCD's half for ``other``: corr(F − base, other), 0 when F adds nothing to ``base``.
+
+    With base = visible and other = the real infrared, it says whether what a visible-only method adds
+    follows the real thermal image (the visible image itself scores 0).
+    """
+    added = np.asarray(fused, np.float64) - np.asarray(base, np.float64)
+    if not added.any():
+        return 0.0
+    return _pearson(added, np.asarray(other, np.float64))
 
 
 def _mean_squared_error(source: np.ndarray, fused: np.ndarray) -> float:

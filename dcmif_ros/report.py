@@ -8,7 +8,10 @@ pair, and the report gives:
   value of each column in bold, in the direction ``metrics.HIGHER_IS_BETTER`` gives;
 * per dataset, how close each method's pseudo-infrared is to the real infrared (SSIM, PSNR, L1 on [0, 1]),
   next to the visible luminance's closeness, the baseline a pseudo-infrared has to beat;
-* ``comparison.png``: one row per scene (the first few pairs of each dataset): VIS | IR | each method.
+* per dataset, how much real thermal information each fused image carries: MI(IR, F) in bits and the
+  infrared half of SCD, corr(F − Y_vis, IR) (0 for the visible image itself);
+* ``comparison.png``: one row per scene (the first few pairs of each dataset): VIS | IR | each method's
+  pseudo-IR (when it makes one) and fused image.
 
 A pair that cannot be scored (unreadable, visible and infrared of different sizes, a method failing on
 it) is left out for every method, so the means compare the same pairs, and is listed in the report.
@@ -27,7 +30,7 @@ from dcmif_ros.evaluation import VALUE_FORMAT
 from dcmif_ros.image_codec import read_gray, read_image
 from dcmif_ros.methods import Method
 from dcmif_ros.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics, peak_signal_to_noise
-from dcmif_ros.metrics import structural_similarity
+from dcmif_ros.metrics import added_correlation, mutual_information_with, structural_similarity
 from dcmif_ros.training.data import ImagePair, collect_pairs
 
 REPORT_FILE = "report.md"
@@ -35,6 +38,7 @@ FIGURE_FILE = "comparison.png"
 METRICS_MODE = "gray"
 VISIBLE_LUMINANCE_LABEL = "visible Y"
 CLOSENESS_HIGHER_IS_BETTER = {"SSIM": True, "PSNR": True, "L1": False}
+THERMAL_HIGHER_IS_BETTER = {"MI(IR,F)": True, "corr(F-VIS,IR)": True}
 GREY_PEAK = 255.0
 
 FIGURE_TILE_HEIGHT = 160
@@ -54,6 +58,7 @@ class DatasetResult:
     name: str
     fusion: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     closeness: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    thermal: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     scored: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -77,6 +82,13 @@ def infrared_closeness(estimate: np.ndarray, infrared: np.ndarray) -> dict[str, 
         "PSNR": peak_signal_to_noise(reference, reference, candidate),
         "L1": float(np.mean(np.abs(reference - candidate)) / GREY_PEAK),
     }
+
+
+def thermal_content(visible_bgr: np.ndarray, infrared: np.ndarray, fused_bgr: np.ndarray) -> dict[str, float]:
+    """MI(IR, F) and corr(F − Y_vis, IR) on luminance (see the module docstring)."""
+    fused, visible = visible_luminance(fused_bgr), visible_luminance(visible_bgr)
+    return {"MI(IR,F)": mutual_information_with(infrared, fused),
+            "corr(F-VIS,IR)": added_correlation(visible, infrared, fused)}
 
 
 def visible_luminance(visible_bgr: np.ndarray) -> np.ndarray:
@@ -123,6 +135,7 @@ def _score_pair(pair: ImagePair, methods: Sequence[Method],
         outputs = {method.label: method(visible, infrared) for method in methods}
         fusion = {label: compute_metrics(visible, infrared, output.fused, mode=METRICS_MODE)
                   for label, output in outputs.items()}
+        thermal = {label: thermal_content(visible, infrared, output.fused) for label, output in outputs.items()}
         closeness = {VISIBLE_LUMINANCE_LABEL: infrared_closeness(visible_luminance(visible), infrared)}
         closeness |= {f"{label} pseudo-IR": infrared_closeness(output.pseudo_ir, infrared)
                       for label, output in outputs.items() if output.pseudo_ir is not None}
@@ -133,8 +146,15 @@ def _score_pair(pair: ImagePair, methods: Sequence[Method],
         result.fusion.setdefault(label, []).append(values)
     for label, values in closeness.items():
         result.closeness.setdefault(label, []).append(values)
+    for label, values in thermal.items():
+        result.thermal.setdefault(label, []).append(values)
     result.scored.append(pair.name)
-    return [("VIS", visible), ("IR", infrared)] + [(label, output.fused) for label, output in outputs.items()]
+    tiles = [("VIS", visible), ("IR", infrared)]
+    for label, output in outputs.items():
+        if output.pseudo_ir is not None:
+            tiles.append((f"{label} pseudo-IR", output.pseudo_ir))
+        tiles.append((label, output.fused))
+    return tiles
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -197,6 +217,11 @@ def format_report(results: Sequence[DatasetResult], methods: Sequence[Method], f
                       f"SSIM (Wang, 11x11 Gaussian), PSNR (dB) and L1 (mean absolute error on [0, 1]) against "
                       f"the real infrared; `{VISIBLE_LUMINANCE_LABEL}` is the visible luminance as it is.", ""]
             lines += _markdown_table(sources, {}, closeness, CLOSENESS_HIGHER_IS_BETTER)
+            thermal = [_means(result.thermal[label], list(THERMAL_HIGHER_IS_BETTER)) for label in labels]
+            lines += ["", "### Real thermal information in the fused image", "",
+                      "MI(IR, F) in bits (luminance), and corr(F − Y_vis, IR): whether what a method adds to the "
+                      "visible luminance follows the real infrared (0 for the visible image itself).", ""]
+            lines += _markdown_table(labels, {"inputs": inputs}, thermal, THERMAL_HIGHER_IS_BETTER)
         if result.skipped:
             lines += ["", "Skipped pairs:", ""]
             lines += [f"- {name}: {reason}" for name, reason in result.skipped.items()]

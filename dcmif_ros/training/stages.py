@@ -5,8 +5,8 @@
   identity FiLM (the first-pass pseudo-IR); then the prior backend reviews every training pair once (features
   cached on disk) and the second half trains RIN together with the FiLM heads.
 - ``afri``: the RFN gate with everything else frozen, against max-intensity/max-gradient targets built from the
-  visible image and the **real** infrared: the gate learns where the inferred infrared can be trusted, rather
-  than copying the brighter of VIS and its own pseudo-IR (which would reward hallucinated heat).
+  visible image and the pseudo-IR, as the paper writes (``--afri-target real_ir`` uses the real infrared, as the
+  reference code does; measured here, the gate then collapses to the visible image: see docs/model.md).
 """
 from __future__ import annotations
 
@@ -255,6 +255,7 @@ class AFRIStage:
         for module in (self.net.ren, self.net.rin, self.film):
             module.requires_grad_(False)
         self.weights = AFRIWeights()
+        self.target = config.extra.get("afri_target", "pseudo_ir")
 
     def trainable(self):
         return list(self.net.rfn.parameters())
@@ -271,10 +272,11 @@ class AFRIStage:
         return self.film(self.cache.batch(pairs, indices, self.config.device))
 
     def losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
-        vis, ir = batch["vis"], batch["ir"]
+        vis = batch["vis"]
         gamma, beta = self.film_for_pairs(self.train_pairs, batch["index"])
         out = self.net.infer(vis, gamma, beta)
-        terms = {"int": max_intensity_l1(out.fused, vis, ir), "grad": max_gradient_l1(out.fused, vis, ir)}
+        infrared = batch["ir"] if self.target == "real_ir" else out.pseudo_ir.detach()
+        terms = {"int": max_intensity_l1(out.fused, vis, infrared), "grad": max_gradient_l1(out.fused, vis, infrared)}
         return {"total": self.weights.intensity * terms["int"] + self.weights.gradient * terms["grad"], **terms,
                 "gate": out.gate.mean().detach()}
 

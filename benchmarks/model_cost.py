@@ -1,0 +1,75 @@
+"""Parameters and FLOPs of every DCMIF stage for each preset, at 640×480 (the committed cost benchmark).
+
+FLOPs are counted by ``torch.utils.flop_counter`` (convolutions and matrix products, 2 FLOPs per
+multiply-add), on the per-frame inference graph. The second RIN pass of DCMIF runs only when the prior
+refreshes, so it is listed separately.
+
+    python benchmarks/model_cost.py --out benchmarks/results/model_cost.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dcmif_ros.models import JSRL, FiLMHeads, get_config
+from dcmif_ros.models.dcmif import dcmif_from_jsrl
+from dcmif_ros.models.dictionary import coefficient_solve_spatial, synthesize
+from dcmif_ros.prior import MINILM_FEATURE_DIM
+
+HEIGHT, WIDTH = 480, 640
+
+
+def gflops(fn) -> float:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return round(counter.get_total_flops() / 1e9, 3)
+
+
+def parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def measure(size: str) -> dict:
+    torch.manual_seed(0)
+    config = get_config(size)
+    jsrl = JSRL(config)
+    net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach()).eval()
+    film = FiLMHeads(MINILM_FEATURE_DIM, config.atoms)
+    image = torch.rand(1, 1, HEIGHT, WIDTH)
+    coefficients = torch.rand(1, config.atoms, HEIGHT, WIDTH)
+    ren = net.ren
+    stages = {
+        "REN head": gflops(lambda: ren.head(image)),
+        "REN coefficient solve": gflops(lambda: coefficient_solve_spatial(coefficients, image, ren.dictionary, ren.solver_kernel)),
+        "REN CoeNet": gflops(lambda: ren.coenet(coefficients, ren.prox_weight)),
+        "RIN": gflops(lambda: net.rin(coefficients)),
+        "RFN": gflops(lambda: net.rfn(coefficients, coefficients)),
+        "TailNet x2": 2 * gflops(lambda: synthesize(coefficients, net.dictionary)),
+    }
+    per_frame = gflops(lambda: net(image, *net.identity_film()))
+    return {
+        "atoms": config.atoms,
+        "parameters": {"REN": parameters(net.ren), "RIN": parameters(net.rin), "RFN": parameters(net.rfn),
+                       "FiLM heads": parameters(film), "dictionary": net.dictionary.numel(),
+                       "total (inference)": parameters(net) + parameters(film) + net.dictionary.numel(),
+                       "JSRL (training only)": parameters(jsrl)},
+        "gflops_640x480": {**stages, "per-frame graph": per_frame, "extra RIN pass on a prior refresh": stages["RIN"]},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "base"])
+    parser.add_argument("--out", default="benchmarks/results/model_cost.json")
+    args = parser.parse_args()
+    results = {size: measure(size) for size in args.sizes}
+    print(json.dumps(results, indent=2))
+    Path(args.out).write_text(json.dumps({"command": "python benchmarks/model_cost.py", "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""``dcmif train``: train the DCMIF stages (and the dual-modal models) on folders of vi/ + ir/ pairs."""
+from __future__ import annotations
+
+import argparse
+
+STAGES = ("jsrl", "vgii", "afri")
+DUAL_MODAL_STAGES = ("lrcfuse", "dual")  # LRCFuse; DCMIF with real infrared (reads jsrl and afri)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a DCMIF stage (jsrl, vgii, afri, or all three in order), or a dual-modal model (lrcfuse, dual)",
+        description="Train one DCMIF stage, or all in order. Each stage reads the previous stage's "
+                    "<out>/<stage>/final.pt, so the three chain with no manual file handling. Checkpoints "
+                    "go to <out>/<stage>/last.pt every --checkpoint-every steps; --resume continues from there.",
+    )
+    parser.add_argument("stage", choices=STAGES + DUAL_MODAL_STAGES + ("all",),
+                        help="which stage to train: lrcfuse trains LRCFuse (visible + real infrared); dual builds "
+                             "DCMIF with real infrared from <out>/jsrl and <out>/afri and fine-tunes its gate "
+                             "(--steps 0: the AFRI gate as is)")
+    parser.add_argument("--data", nargs="+", required=True, metavar="DIR",
+                        help="dataset folders, each with vi/ and ir/ (e.g. ../shared/data/msrs_fullres)")
+    parser.add_argument("--out", default="runs/tiny", help="run folder holding every stage's checkpoints")
+    parser.add_argument("--model", default="tiny", choices=("tiny", "base", "paper"),
+                        help="model size preset: tiny or base for DCMIF, tiny or paper for lrcfuse")
+    parser.add_argument("--steps", type=int, default=2000, help="optimisation steps for this stage")
+    parser.add_argument("--batch-size", type=int, default=8, help="crops per step")
+    parser.add_argument("--crop", type=int, default=128, help="random crop size in pixels")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffles and crops")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N]")
+    parser.add_argument("--val-every", type=int, default=250, help="validate every N steps")
+    parser.add_argument("--val-images", type=int, default=8, help="validation pairs used each time")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="write last.pt every N steps")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/<stage>/last.pt")
+    parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    parser.add_argument("--ship", metavar="PATH",
+                        help="after afri, write the shipped checkpoint here (e.g. models/dcmif_tiny.pt); after "
+                             "lrcfuse or dual, the checkpoint plus its ONNX graph and manifest beside it "
+                             "(e.g. models/lrcfuse.pt)")
+    parser.add_argument("--feature-network", default="random", metavar="SPEC",
+                        help="lrcfuse loss network: random[:DIVISOR] (fixed random VGG-16-style features, widths "
+                             "/DIVISOR, default 4), vgg16:PATH (a local VGG-16 checkpoint, the paper's choice) or "
+                             "jsrl:PATH (a trained DCMIF JSRL, e.g. runs/tiny/jsrl/final.pt) (default: %(default)s)")
+    parser.add_argument("--afri-target", default="pseudo_ir", choices=("pseudo_ir", "real_ir"),
+                        help="infrared in the AFRI max-intensity/max-gradient targets: the pseudo-IR (the paper) "
+                             "or the real infrared (default: %(default)s; docs/model.md says why)")
+    from dcmif_ros.prior import add_prior_argument
+    add_prior_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    import torch
+
+    from dcmif_ros.training.data import PairDataset, collect_pairs
+    from dcmif_ros.training.loop import TrainConfig, run_stage, seed_everything
+    from dcmif_ros.training.stages import AFRIStage, JSRLStage, VGIIStage, ship
+
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    config = TrainConfig(
+        data=args.data, out=args.out, model=args.model, steps=args.steps, batch_size=args.batch_size,
+        crop=args.crop, lr=args.lr, seed=args.seed, device=args.device, val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every, val_images=args.val_images, resume=args.resume,
+        prior=args.prior, workers=args.workers, extra={"feature_network": args.feature_network, "afri_target": args.afri_target},
+    )
+    train_pairs, val_pairs = collect_pairs(args.data, "train"), collect_pairs(args.data, "val")
+    print(f"{len(train_pairs)} training pairs, {len(val_pairs)} validation pairs")
+    dataset = PairDataset(train_pairs, config.crop, seed=config.seed)
+    for stage_name in STAGES if args.stage == "all" else (args.stage,):
+        seed_everything(config.seed)
+        if stage_name == "jsrl":
+            stage = JSRLStage(config, val_pairs, dataset)
+        elif stage_name == "vgii":
+            stage = VGIIStage(config, val_pairs, train_pairs)
+        elif stage_name == "lrcfuse":
+            from dcmif_ros.training.lrcfuse_stage import LRCFuseStage
+            stage = LRCFuseStage(config, val_pairs)
+        elif stage_name == "dual":
+            from dcmif_ros.dual import DualDCMIFStage
+            stage = DualDCMIFStage(config, val_pairs)
+        else:
+            stage = AFRIStage(config, val_pairs, train_pairs)
+        run_stage(stage, dataset, config)
+    if args.ship:
+        command = "dcmif " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("dcmif") else "dcmif train ..."
+        metadata = {"command": command, "train_config": vars(args) | {"func": None}}
+        if args.stage == "lrcfuse":
+            from dcmif_ros.training.lrcfuse_stage import ship_lrcfuse as ship
+        elif args.stage == "dual":
+            from dcmif_ros.dual import ship_dual_dcmif as ship
+        path = ship(config.out, args.ship, metadata)
+        print(f"shipped {path}")
+    return 0
