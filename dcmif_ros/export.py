@@ -2,6 +2,10 @@
 
 Files written for ``<name>``: ``<name>.onnx`` (Y, γ, β → fused Y, pseudo-IR, gate), ``<name>.film.npz`` (Φγ, Φβ
 as plain matrices, so the runtime needs no torch) and ``<name>.json`` (what the engine checks before use).
+
+Dual-modal models (``export_dual``: LRCFuse, DCMIF with real infrared) take (Y, IR) → fused Y (and a gate when the
+model has one); their manifest says ``"kind": "dual"`` and has no FiLM file. Visible-only graphs say
+``"kind": "visible"`` (manifests written before ``kind`` existed are visible-only too).
 """
 from __future__ import annotations
 
@@ -19,6 +23,11 @@ FORBIDDEN_OPS = {"DFT", "STFT"}
 MANIFEST_FORMAT = "dcmif-onnx/1"
 INPUT_NAMES = ["luminance", "gamma", "beta"]
 OUTPUT_NAMES = ["fused", "pseudo_ir", "gate"]
+KIND_VISIBLE = "visible"
+KIND_DUAL = "dual"
+KINDS = (KIND_VISIBLE, KIND_DUAL)
+DUAL_INPUT_NAMES = ["luminance", "infrared"]
+DUAL_OUTPUT_NAMES = ["fused", "gate"]  # the gate only for models that have one
 
 
 def sha256(path: str | Path) -> str:
@@ -29,37 +38,45 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: str | Path | None = None,
-                  trained: bool = True) -> Path:
-    """Write the ONNX graph, FiLM matrices and manifest; returns the ONNX path."""
+def export_graph(net: torch.nn.Module, example: tuple, onnx_path: Path, input_names: list[str],
+                 output_names: list[str], image_inputs: list[str]) -> None:
+    """Trace ``net`` to ONNX with dynamic height/width on the image inputs and every output, then check it."""
     import onnx
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    net, config = bundle.net.eval(), bundle.net.config
-    onnx_path, film_path, manifest_path = (out_dir / f"{name}{suffix}" for suffix in (".onnx", ".film.npz", ".json"))
-    multiple = config.pad_multiple
-    example = (torch.rand(1, 1, 6 * multiple, 8 * multiple), *net.identity_film())
-    dynamic = {"luminance": {2: "height", 3: "width"}, "fused": {2: "height", 3: "width"},
-               "pseudo_ir": {2: "height", 3: "width"}, "gate": {2: "height", 3: "width"}}
+    spatial = {2: "height", 3: "width"}
+    dynamic = {name: spatial for name in image_inputs + output_names}
     with torch.no_grad():
-        torch.onnx.export(net, example, str(onnx_path), input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+        torch.onnx.export(net, example, str(onnx_path), input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
     graph = onnx.load(str(onnx_path))
     onnx.checker.check_model(graph)
     used = {node.op_type for node in graph.graph.node}
     if used & FORBIDDEN_OPS:
         raise RuntimeError(f"exported graph uses {sorted(used & FORBIDDEN_OPS)}, which GPU providers cannot run")
+
+
+def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: str | Path | None = None,
+                  trained: bool = True) -> Path:
+    """Write the ONNX graph, FiLM matrices and manifest; returns the ONNX path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net, config = bundle.net.eval(), bundle.net.config
+    onnx_path, film_path, manifest_path = (out_dir / f"{name}{suffix}" for suffix in (".onnx", ".film.npz", ".json"))
+    multiple = config.pad_multiple
+    example = (torch.rand(1, 1, 6 * multiple, 8 * multiple), *net.identity_film())
+    export_graph(net, example, onnx_path, INPUT_NAMES, OUTPUT_NAMES, image_inputs=["luminance"])
     film = bundle.film
     np.savez(film_path, gamma_weight=film.gamma.weight.detach().numpy(), gamma_bias=film.gamma.bias.detach().numpy(),
              beta_weight=film.beta.weight.detach().numpy(), beta_bias=film.beta.bias.detach().numpy())
     manifest = {
         "format": MANIFEST_FORMAT,
+        "kind": KIND_VISIBLE,
         "model": f"dcmif-{config.name}",
         "size": config.name,
         "atoms": config.atoms,
         "kernel_size": config.kernel_size,
         "pad_multiple": multiple,
+        "min_side": config.min_side,
         "input_range": [0.0, 1.0],
         "inputs": INPUT_NAMES,
         "outputs": OUTPUT_NAMES,
@@ -75,6 +92,42 @@ def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: s
         "weights_file": Path(source).name if source else None,
         "weights_sha256": sha256(source) if source else None,
         "metadata": bundle.metadata,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return onnx_path
+
+
+def export_dual(net: torch.nn.Module, out_dir: str | Path, name: str, architecture: str,
+                source: str | Path | None = None, trained: bool = True, metadata: dict | None = None) -> Path:
+    """Write ``<name>.onnx`` and ``<name>.json`` for a dual-modal model ``(Y, IR) → fused[, gate]``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net, config = net.eval(), net.config
+    onnx_path, manifest_path = out_dir / f"{name}.onnx", out_dir / f"{name}.json"
+    multiple = config.pad_multiple
+    example = (torch.rand(1, 1, 6 * multiple, 8 * multiple), torch.rand(1, 1, 6 * multiple, 8 * multiple))
+    with torch.no_grad():
+        produced = net(*example)
+    outputs = DUAL_OUTPUT_NAMES[: len(produced)] if isinstance(produced, tuple) else DUAL_OUTPUT_NAMES[:1]
+    export_graph(net, example, onnx_path, DUAL_INPUT_NAMES, outputs, image_inputs=DUAL_INPUT_NAMES)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "kind": KIND_DUAL,
+        "model": f"{architecture}-{config.name}",
+        "size": config.name,
+        "pad_multiple": multiple,
+        "min_side": config.min_side,
+        "input_range": [0.0, 1.0],
+        "inputs": DUAL_INPUT_NAMES,
+        "outputs": outputs,
+        "opset": OPSET,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "trained": trained,
+        "onnx_file": onnx_path.name,
+        "onnx_sha256": sha256(onnx_path),
+        "weights_file": Path(source).name if source else None,
+        "weights_sha256": sha256(source) if source else None,
+        "metadata": metadata or {},
     }
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return onnx_path

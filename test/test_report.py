@@ -167,8 +167,8 @@ def test_method_registry_builds_aliases_and_rejects_bad_specs(random_tiny_onnx, 
     direct.close()
     assert direct.label == f"dcmif:{random_tiny_onnx.stem}:none"
 
-    with pytest.raises(ValueError, match="unknown method 'lrcfuse'; known: visible, max, dcmif"):
-        make_method("lrcfuse")
+    with pytest.raises(ValueError, match="unknown method 'seafusion'; known: visible, max, dcmif"):
+        make_method("seafusion")
     with pytest.raises(ValueError, match="takes no argument"):
         make_method("max:2")
     broken = Method("half-size", uses_infrared=False, fuse=lambda vis, ir: vis[::2])

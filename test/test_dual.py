@@ -1,0 +1,136 @@
+"""DCMIF with real infrared: assembly from JSRL + AFRI, the ``dual`` stage, checkpoints, ONNX and serving."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dcmif_ros.cli import main as dcmif
+from dcmif_ros.dual import (
+    DualDCMIF,
+    dual_from_dcmif,
+    load_dual_checkpoint,
+    save_dual_checkpoint,
+)
+from dcmif_ros.engine import FusionEngine, pad_to_multiple
+from dcmif_ros.models import JSRL, get_config
+from dcmif_ros.models.dcmif import dcmif_from_jsrl, ren_from_jsrl
+from dcmif_ros.models.dictionary import synthesize
+from test_lrcfuse import write_pairs
+
+TINY = get_config("tiny")
+PARITY_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def trained_pieces():
+    """A random JSRL and a DCMIF net built from it, with a non-trivial gate (as after AFRI)."""
+    torch.manual_seed(0)
+    jsrl = JSRL(TINY).eval()
+    net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach())
+    with torch.no_grad():
+        for param in net.rfn.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    return jsrl, net.eval()
+
+
+@pytest.fixture(scope="module")
+def run_dir(trained_pieces, tmp_path_factory):
+    """``<out>/jsrl/final.pt`` and ``<out>/afri/final.pt`` as the DCMIF stages write them."""
+    jsrl, net = trained_pieces
+    out = tmp_path_factory.mktemp("runs")
+    for stage, output in (("jsrl", {"model_config": TINY.to_dict(), "jsrl": jsrl.state_dict(),
+                                    "dictionary": net.dictionary.clone()}),
+                          ("afri", {"model_config": TINY.to_dict(), "net": net.state_dict()})):
+        (out / stage).mkdir()
+        torch.save(output, out / stage / "final.pt")
+    return out
+
+
+def test_real_infrared_takes_the_place_of_the_pseudo_infrared(trained_pieces):
+    jsrl, net = trained_pieces
+    dual = dual_from_dcmif(net, jsrl)
+    luminance, infrared = torch.rand(1, 1, 48, 64), torch.rand(1, 1, 48, 64)
+    with torch.no_grad():
+        coef_vis, coef_ir = net.ren(luminance), ren_from_jsrl(jsrl, "ir")(infrared)
+        weight = net.rfn(coef_vis, coef_ir)
+        expected = synthesize((1 - weight) * coef_vis + weight * coef_ir, net.dictionary)
+        fused, gate = dual(luminance, infrared)
+    assert torch.allclose(fused, expected, atol=1e-5)
+    assert torch.allclose(gate, weight.mean(1, keepdim=True))
+    assert not any(p.requires_grad for p in list(dual.ren_vis.parameters()) + list(dual.ren_ir.parameters()))
+
+
+def test_checkpoints_round_trip_and_name_what_is_wrong(trained_pieces, tmp_path):
+    jsrl, net = trained_pieces
+    dual = dual_from_dcmif(net, jsrl)
+    path = save_dual_checkpoint(tmp_path / "dual.pt", dual, {"note": "test"})
+    loaded, metadata = load_dual_checkpoint(path)
+    assert isinstance(loaded, DualDCMIF) and metadata == {"note": "test"}
+    luminance = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(luminance, luminance)[0], dual(luminance, luminance)[0])
+    torch.save({"format": "something"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="expected a dcmif-dual-checkpoint/1"):
+        load_dual_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        load_dual_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.fixture(scope="module")
+def shipped(run_dir, tmp_path_factory):
+    data = write_pairs(tmp_path_factory.mktemp("pairs"))
+    destination = run_dir / "models" / "dcmif_dual_tiny.pt"
+    assert dcmif(["train", "dual", "--data", str(data), "--out", str(run_dir), "--steps", "0",
+                  "--val-images", "1", "--ship", str(destination)]) == 0
+    return destination
+
+
+def test_zero_steps_ship_the_afri_gate_unchanged(shipped, trained_pieces):
+    jsrl, net = trained_pieces
+    model, _ = load_dual_checkpoint(shipped)
+    for name, value in net.rfn.state_dict().items():
+        assert torch.equal(model.rfn.state_dict()[name], value)
+    manifest = json.loads(shipped.with_suffix(".json").read_text())
+    assert manifest["kind"] == "dual" and manifest["outputs"] == ["fused", "gate"]
+    assert manifest["model"] == "dcmif-dual-tiny" and manifest["pad_multiple"] == TINY.pad_multiple
+
+
+def test_fine_tuning_moves_only_the_gate(run_dir, shipped, trained_pieces):
+    _, net = trained_pieces
+    data = write_pairs(run_dir / "pairs")
+    assert dcmif(["train", "dual", "--data", str(data), "--out", str(run_dir), "--steps", "2", "--batch-size", "2",
+                  "--crop", "32", "--val-images", "1", "--val-every", "2"]) == 0
+    state = torch.load(run_dir / "dual" / "final.pt", weights_only=False)["model"]
+    assert torch.equal(state["ren_vis.head.conv.weight"], net.ren.head.conv.weight)
+    moved = [not torch.equal(state[f"rfn.{k}"], v) for k, v in net.rfn.state_dict().items()]
+    assert any(moved)
+
+
+@pytest.mark.parametrize("height,width", [(37, 53), (64, 96)])
+def test_onnxruntime_matches_pytorch(shipped, height, width):
+    engine = FusionEngine(shipped.with_suffix(".onnx"), provider="cpu")
+    model, _ = load_dual_checkpoint(shipped)
+    rng = np.random.default_rng(height)
+    luminance, infrared = rng.random((2, height, width), dtype=np.float32)
+    fused, pseudo_ir, gate = engine.infer_dual(luminance, infrared)
+    assert pseudo_ir is None and fused.shape == gate.shape == (height, width)
+    padded = (torch.from_numpy(pad_to_multiple(x, engine.pad_multiple, engine.min_side))[None, None]
+              for x in (luminance, infrared))
+    with torch.no_grad():
+        reference = model(*padded)
+    for ours, theirs in zip((fused, gate), reference):
+        assert np.abs(ours - theirs[0, 0, :height, :width].numpy()).max() <= PARITY_TOLERANCE
+
+
+def test_dcmif_dual_is_a_report_method_with_a_gate(shipped):
+    from dcmif_ros.methods import make_method
+
+    method = make_method(f"dcmif-dual:{shipped.with_suffix('.onnx')}")
+    frame = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    assert method.uses_infrared and method(frame, frame[..., 2]).fused.shape == frame.shape
+    engine = FusionEngine(shipped.with_suffix(".onnx"), provider="cpu")
+    gate = engine.run_dual(frame, frame[..., 2], want_gate=True).gate
+    assert gate.shape == frame.shape[:2] and 0 <= gate.min() <= gate.max() <= 1
