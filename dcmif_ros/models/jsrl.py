@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from dcmif_ros.models.blocks import NEAR_ZERO_INIT_STD, CoefficientBackbone
+from dcmif_ros.models.blocks import NEAR_ZERO_INIT_STD, CoefficientBackbone, soft_threshold
 from dcmif_ros.models.config import BackboneConfig, DCMIFConfig
 from dcmif_ros.models.dictionary import (
     DictionaryNormalEquations,
@@ -54,10 +53,6 @@ class HeadNet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.conv(image)
-
-
-def soft_threshold(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * F.relu(x.abs() - threshold)
 
 
 class CoeNet(nn.Module):
