@@ -9,7 +9,7 @@ setup:
 	@bash scripts/setup_env.sh
 
 run: setup
-	@$(BIN)/dcmif demo --out out/demo
+	@$(BIN)/dcmif demo --out out/demo --processing-size 320x240
 
 test: setup
 	@$(BIN)/python -m pytest -q test

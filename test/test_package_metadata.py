@@ -264,9 +264,6 @@ def test_setup_env_wrong_python_version_fails_in_one_line_and_keeps_venv(tmp_pat
     assert venv_snapshot() == before, "a failed set-up changed .venv"
 
 
-@pytest.mark.xfail(reason="setup_env.sh: a PYTHON that exists but cannot run (e.g. a pyenv shim of an "
-                          "inactive version) exits with the tool's own multi-line error (reported)",
-                   strict=False)
 def test_setup_env_python_that_cannot_run_fails_in_one_line(tmp_path):
     broken = tmp_path / "python3"
     broken.write_text("#!/bin/sh\necho 'pyenv: python3: command not found' >&2\necho >&2\n"
