@@ -55,6 +55,30 @@ def export_graph(net: torch.nn.Module, example: tuple, onnx_path: Path, input_na
         raise RuntimeError(f"exported graph uses {sorted(used & FORBIDDEN_OPS)}, which GPU providers cannot run")
 
 
+def common_manifest(kind: str, model: str, config, net: torch.nn.Module, inputs: list[str], outputs: list[str],
+                    onnx_path: Path, source: str | Path | None, trained: bool, metadata: dict) -> dict:
+    """The manifest fields every exported graph has (the engine checks format, kind, sizes and hashes)."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "kind": kind,
+        "model": model,
+        "size": config.name,
+        "pad_multiple": config.pad_multiple,
+        "min_side": config.min_side,
+        "input_range": [0.0, 1.0],
+        "inputs": inputs,
+        "outputs": outputs,
+        "opset": OPSET,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "trained": trained,
+        "onnx_file": onnx_path.name,
+        "onnx_sha256": sha256(onnx_path),
+        "weights_file": Path(source).name if source else None,
+        "weights_sha256": sha256(source) if source else None,
+        "metadata": metadata,
+    }
+
+
 def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: str | Path | None = None,
                   trained: bool = True) -> Path:
     """Write the ONNX graph, FiLM matrices and manifest; returns the ONNX path."""
@@ -68,30 +92,15 @@ def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: s
     film = bundle.film
     np.savez(film_path, gamma_weight=film.gamma.weight.detach().numpy(), gamma_bias=film.gamma.bias.detach().numpy(),
              beta_weight=film.beta.weight.detach().numpy(), beta_bias=film.beta.bias.detach().numpy())
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "kind": KIND_VISIBLE,
-        "model": f"dcmif-{config.name}",
-        "size": config.name,
+    manifest = common_manifest(KIND_VISIBLE, f"dcmif-{config.name}", config, net, INPUT_NAMES, OUTPUT_NAMES,
+                               onnx_path, source, trained, bundle.metadata)
+    manifest |= {
         "atoms": config.atoms,
         "kernel_size": config.kernel_size,
-        "pad_multiple": multiple,
-        "min_side": config.min_side,
-        "input_range": [0.0, 1.0],
-        "inputs": INPUT_NAMES,
-        "outputs": OUTPUT_NAMES,
-        "opset": OPSET,
-        "parameters": sum(p.numel() for p in net.parameters()),
         "prior_encoder_id": bundle.prior_encoder_id,
         "prior_feature_dim": bundle.prior_feature_dim,
-        "trained": trained,
-        "onnx_file": onnx_path.name,
-        "onnx_sha256": sha256(onnx_path),
         "film_file": film_path.name,
         "film_sha256": sha256(film_path),
-        "weights_file": Path(source).name if source else None,
-        "weights_sha256": sha256(source) if source else None,
-        "metadata": bundle.metadata,
     }
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return onnx_path
@@ -110,24 +119,7 @@ def export_dual(net: torch.nn.Module, out_dir: str | Path, name: str, architectu
         produced = net(*example)
     outputs = DUAL_OUTPUT_NAMES[: len(produced)] if isinstance(produced, tuple) else DUAL_OUTPUT_NAMES[:1]
     export_graph(net, example, onnx_path, DUAL_INPUT_NAMES, outputs, image_inputs=DUAL_INPUT_NAMES)
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "kind": KIND_DUAL,
-        "model": f"{architecture}-{config.name}",
-        "size": config.name,
-        "pad_multiple": multiple,
-        "min_side": config.min_side,
-        "input_range": [0.0, 1.0],
-        "inputs": DUAL_INPUT_NAMES,
-        "outputs": outputs,
-        "opset": OPSET,
-        "parameters": sum(p.numel() for p in net.parameters()),
-        "trained": trained,
-        "onnx_file": onnx_path.name,
-        "onnx_sha256": sha256(onnx_path),
-        "weights_file": Path(source).name if source else None,
-        "weights_sha256": sha256(source) if source else None,
-        "metadata": metadata or {},
-    }
+    manifest = common_manifest(KIND_DUAL, f"{architecture}-{config.name}", config, net, DUAL_INPUT_NAMES, outputs,
+                               onnx_path, source, trained, metadata or {})
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return onnx_path
