@@ -344,6 +344,11 @@ _BGR8_TO_YCBCR = np.hstack([_RGB_TO_YCBCR[:, ::-1] / _UINT8_MAX, [[0.0], [_CHROM
 _YCBCR_TO_BGR8 = _affine_inverse(_BGR8_TO_YCBCR)
 
 
+def luminance(bgr: np.ndarray) -> np.ndarray:
+    """The uint8 Y the models see: full-range BT.601 (JFIF), what the engine and the training data use."""
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)[:, :, 0]
+
+
 def bgr_to_ycbcr(bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split BGR uint8 into float32 Y, Cb, Cr planes in [0, 1], the model's input convention.
 

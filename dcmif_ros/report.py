@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dcmif_ros.evaluation import VALUE_FORMAT
-from dcmif_ros.image_codec import read_gray, read_image
+from dcmif_ros.image_codec import luminance, read_gray, read_image
 from dcmif_ros.methods import Method
 from dcmif_ros.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics, peak_signal_to_noise
 from dcmif_ros.metrics import added_correlation, mutual_information_with, structural_similarity
@@ -86,14 +86,9 @@ def infrared_closeness(estimate: np.ndarray, infrared: np.ndarray) -> dict[str, 
 
 def thermal_content(visible_bgr: np.ndarray, infrared: np.ndarray, fused_bgr: np.ndarray) -> dict[str, float]:
     """MI(IR, F) and corr(F − Y_vis, IR) on luminance (see the module docstring)."""
-    fused, visible = visible_luminance(fused_bgr), visible_luminance(visible_bgr)
+    fused, visible = luminance(fused_bgr), luminance(visible_bgr)
     return {"MI(IR,F)": mutual_information_with(infrared, fused),
             "corr(F-VIS,IR)": added_correlation(visible, infrared, fused)}
-
-
-def visible_luminance(visible_bgr: np.ndarray) -> np.ndarray:
-    """The Y the model sees (full-range BT.601, as the engine converts)."""
-    return cv2.cvtColor(visible_bgr, cv2.COLOR_BGR2YCrCb)[:, :, 0]
 
 
 def build_report(datasets: Sequence[str | Path], methods: Sequence[Method], out_dir: str | Path,
@@ -136,7 +131,7 @@ def _score_pair(pair: ImagePair, methods: Sequence[Method],
         fusion = {label: compute_metrics(visible, infrared, output.fused, mode=METRICS_MODE)
                   for label, output in outputs.items()}
         thermal = {label: thermal_content(visible, infrared, output.fused) for label, output in outputs.items()}
-        closeness = {VISIBLE_LUMINANCE_LABEL: infrared_closeness(visible_luminance(visible), infrared)}
+        closeness = {VISIBLE_LUMINANCE_LABEL: infrared_closeness(luminance(visible), infrared)}
         closeness |= {f"{label} pseudo-IR": infrared_closeness(output.pseudo_ir, infrared)
                       for label, output in outputs.items() if output.pseudo_ir is not None}
     except (OSError, ValueError) as exc:  # ImageDecodeError is a ValueError

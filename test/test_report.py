@@ -14,8 +14,9 @@ from dcmif_ros.methods import Method, MethodOutput, make_method, max_luminance_f
 from dcmif_ros.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics
 from dcmif_ros.report import (
     CLOSENESS_HIGHER_IS_BETTER, FIGURE_GAP, FIGURE_LABEL_HEIGHT, FIGURE_TILE_HEIGHT, VISIBLE_LUMINANCE_LABEL,
-    build_report, infrared_closeness, visible_luminance,
+    build_report, infrared_closeness,
 )
+from dcmif_ros.image_codec import luminance
 from dcmif_ros.training.data import collect_pairs
 
 SHAPE = (48, 64)  # height, width: above the metrics' minimum side
@@ -89,14 +90,14 @@ def test_fusion_table_means_and_bold_best_per_column(datasets, tmp_path):
                 assert cell.startswith("**") == (cell.strip("*") != "nan" and number(cell) == best), (name, cells)
 
 
-def test_closeness_table_compares_pseudo_ir_with_the_visible_luminance(datasets, tmp_path):
+def test_closeness_table_compares_pseudo_ir_with_the_luminance(datasets, tmp_path):
     files = build_report(datasets[:1], [make_method("visible"), ORACLE], tmp_path / "out", figure_scenes=0)
 
     rows = table(files.markdown.read_text(), datasets[0].name, "Pseudo-infrared vs. real infrared")
     assert list(rows) == [VISIBLE_LUMINANCE_LABEL, "oracle pseudo-IR"]
     assert rows["oracle pseudo-IR"] == {"SSIM ↑": "**1.0000**", "PSNR ↑": "**inf**", "L1 ↓": "**0.0000**"}
     pairs = collect_pairs(datasets[:1], "val")
-    expected = np.mean([list(infrared_closeness(visible_luminance(cv2.imread(str(p.visible_path))),
+    expected = np.mean([list(infrared_closeness(luminance(cv2.imread(str(p.visible_path))),
                                                 cv2.imread(str(p.infrared_path), cv2.IMREAD_GRAYSCALE)).values())
                         for p in pairs], axis=0)
     for (name, higher), value in zip(CLOSENESS_HIGHER_IS_BETTER.items(), expected):

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from dcmif_ros.image_codec import luminance, read_gray, read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VALIDATION_EVERY = 5  # every 5th pair (sorted by name) of each folder is held out for validation
@@ -59,18 +60,8 @@ def collect_pairs(roots: list[str | Path], split: str) -> list[ImagePair]:
 
 
 def load_luminance(path: Path) -> np.ndarray:
-    """The Y channel (full-range BT.601, as PIL/JPEG define it) of a visible image, uint8."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)[:, :, 0]
-
-
-def load_gray(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise ValueError(f"cannot read image {path}")
-    return image
+    """The Y channel of a visible image (grey, RGBA and 16-bit files handled by ``read_image``), uint8."""
+    return luminance(read_image(path))
 
 
 class PairDataset(Dataset):
@@ -81,7 +72,7 @@ class PairDataset(Dataset):
             raise ValueError("no training pairs found")
         self.pairs, self.crop, self.seed, self.augment = pairs, crop, seed, augment
         self.visible = [load_luminance(p.visible_path) for p in pairs]
-        self.infrared = [load_gray(p.infrared_path) for p in pairs]
+        self.infrared = [read_gray(p.infrared_path) for p in pairs]
         for pair, vis, ir in zip(pairs, self.visible, self.infrared):
             if vis.shape != ir.shape:
                 raise ValueError(f"{pair.name}: visible {vis.shape} and infrared {ir.shape} differ in size")

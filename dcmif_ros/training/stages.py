@@ -14,7 +14,6 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,7 +23,8 @@ from dcmif_ros.models.config import DCMIFConfig, get_config
 from dcmif_ros.models.dcmif import DCMIFNet, FiLMHeads, dcmif_from_jsrl, ren_from_jsrl
 from dcmif_ros.models.dictionary import synthesize
 from dcmif_ros.models.jsrl import JSRL
-from dcmif_ros.training.data import ImagePair, load_gray, load_luminance
+from dcmif_ros.image_codec import read_gray, read_image
+from dcmif_ros.training.data import ImagePair, load_luminance
 from dcmif_ros.training.loop import TrainConfig
 from dcmif_ros.training.losses import max_gradient_l1, max_intensity_l1, sobel_magnitude, thermal_region_l1
 
@@ -56,7 +56,7 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
 
 def load_full_pair(pair: ImagePair, multiple: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """A whole validation pair, cropped to a multiple of ``multiple`` (validation needs no padding logic)."""
-    vis, ir = load_luminance(pair.visible_path), load_gray(pair.infrared_path)
+    vis, ir = load_luminance(pair.visible_path), read_gray(pair.infrared_path)
     height, width = (vis.shape[0] // multiple) * multiple, (vis.shape[1] // multiple) * multiple
     to_tensor = lambda a: torch.from_numpy(a[:height, :width].copy()).float().div(255)[None, None].to(device)
     return to_tensor(vis), to_tensor(ir)
@@ -141,7 +141,7 @@ class PriorFeatureCache:
         net.eval()
         multiple = net.config.pad_multiple
         for pair in tqdm(missing, desc=f"prior features ({encoder.encoder_id})"):
-            bgr = cv2.imread(str(pair.visible_path), cv2.IMREAD_COLOR)
+            bgr = read_image(pair.visible_path)
             vis, _ = load_full_pair(pair, multiple, "cpu")
             with torch.no_grad():
                 gamma, beta = net.identity_film()
