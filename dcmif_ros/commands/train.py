@@ -54,13 +54,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    import torch
-
     from dcmif_ros.training.data import PairDataset, collect_pairs
     from dcmif_ros.training.loop import TrainConfig, run_stage, seed_everything
     from dcmif_ros.training.stages import AFRIStage, JSRLStage, VGIIStage, ship
 
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     config = TrainConfig(
         data=args.data, out=args.out, model=args.model, steps=args.steps, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, seed=args.seed, device=args.device, val_every=args.val_every,
