@@ -298,7 +298,7 @@ class _Replay:
         return status(
             header=self._header(self._time(*divmod(timestamp, NANOSECONDS_PER_SECOND)), input_header.frame_id),
             level=status.LEVEL_WARN if degraded else status.LEVEL_OK,
-            fusion_mode=status.FUSION_MODE_DUAL_DCMIF,
+            fusion_mode=status.FUSION_MODE_VIS_ONLY,
             model_name=self.pipeline.engine.model_path.stem,
             execution_provider=self.pipeline.engine.providers[0],
             inference_latency_ms=self.latencies_ms[-1],

@@ -1,13 +1,14 @@
 """dcmif_node: the infrared a thermal camera would see, inferred from a visible camera and fused with it, live.
 
 Topics (relative, so namespaces and remapping work):
-  in   image_raw (sensor_msgs/Image), or image_raw/compressed (CompressedImage) with use_compressed
+  in   image_raw (sensor_msgs/Image), or image_raw/compressed (CompressedImage) with use_compressed;
+       ir_image (sensor_msgs/Image, a registered thermal camera) with use_ir
   out  fused/image (bgr8, pixel-aligned with the input), pseudo_thermal/image (mono8), debug/gate (bgr8
        colour map, off by default), status (dcmif_msgs/FusionStatus), /diagnostics
 Every image output carries its input's header verbatim; an output without subscribers is not computed.
 
 Lifecycle (yolo_ros layout): configure reads and checks the parameters and creates the publishers; activate
-loads the model (onnxruntime session, warm-up, prior backend) and subscribes; deactivate unsubscribes and
+loads the model(s) (onnxruntime sessions, warm-up, prior backend) and subscribes; deactivate unsubscribes and
 frees the model. The node runs configure and activate itself unless ``autostart`` is false.
 
 Threads: the image callback only stores the newest frame (``LatestFrameSlot``); one worker decodes, fuses and
@@ -38,6 +39,7 @@ from dcmif_ros.ros.diagnostics import DiagnosticsPublisher
 from dcmif_ros.ros.frame_slot import LatestFrameSlot, PendingFrame
 from dcmif_ros.ros.frame_stats import FrameStats
 from dcmif_ros.ros.health import TRANSPORT_LOSS_HINT, EngineState, PriorState, ReportBuilder, assess
+from dcmif_ros.ros.infrared import InfraredInput
 from dcmif_ros.ros.log_throttle import KeyedThrottle
 from dcmif_ros.ros.parameters import (
     ConfigError,
@@ -54,6 +56,7 @@ from dcmif_ros.ros.status import fusion_status
 NODE_NAME = "dcmif_node"
 INPUT_TOPIC = "image_raw"
 COMPRESSED_INPUT_TOPIC = "image_raw/compressed"
+IR_TOPIC = "ir_image"
 FUSED_TOPIC = "fused/image"
 PSEUDO_THERMAL_TOPIC = "pseudo_thermal/image"
 GATE_TOPIC = "debug/gate"
@@ -78,6 +81,9 @@ class DcmifNode(LifecycleNode):
         self._diagnostics: DiagnosticsPublisher | None = None
         self._pipeline: FusionPipeline | None = None
         self._subscription = None
+        self._infrared: InfraredInput | None = None
+        self._ir_subscription = None
+        self._fusion_mode = FusionStatus.FUSION_MODE_VIS_ONLY
         self._slot: LatestFrameSlot | None = None
         self._worker: threading.Thread | None = None
         self._report_timer = None
@@ -111,9 +117,13 @@ class DcmifNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         config = self._config
+        pipeline = None
         try:
             pipeline = FusionPipeline(config.pipeline_config(self._settings.refresh_every_n_frames))
+            infrared = InfraredInput(config) if config.ir is not None else None
         except Exception as exc:  # rclpy turns an escaping exception into a silent ERROR transition
+            if pipeline is not None:
+                pipeline.close()
             self.get_logger().error(f"cannot activate: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
         engine = pipeline.engine
@@ -121,13 +131,19 @@ class DcmifNode(LifecycleNode):
             self.get_logger().warning(engine.fallback_warning)
         self.get_logger().info(f"model {engine.model_path} on {engine.providers[0]} (provider "
                                f"'{config.provider}'), prior '{config.prior}'")
-        self._pipeline = pipeline
+        if infrared is not None:
+            self.get_logger().info(f"real infrared on '{self.resolve_topic_name(IR_TOPIC)}', fused by "
+                                   f"{infrared.engine.model_path}")
+        self._pipeline, self._infrared = pipeline, infrared
+        self._fusion_mode = FusionStatus.FUSION_MODE_VIS_ONLY
         enabled = super().on_activate(state)  # enables the publishers before any frame can arrive
         self._slot = LatestFrameSlot()
-        self._worker = threading.Thread(target=self._serve_frames, args=(self._slot, pipeline),
+        self._worker = threading.Thread(target=self._serve_frames, args=(self._slot, pipeline, infrared),
                                         name=WORKER_THREAD_NAME, daemon=True)
         self._worker.start()
         self._subscription = self._create_input_subscription(config.use_compressed)
+        if infrared is not None:
+            self._ir_subscription = self._create_image_subscription(Image, IR_TOPIC, infrared.add)
         self._report_timer = self.create_timer(config.diagnostics_period_s, self._publish_reports,
                                                clock=Clock(clock_type=ClockType.STEADY_TIME))
         return enabled
@@ -154,9 +170,10 @@ class DcmifNode(LifecycleNode):
         self._destroy_outputs()
 
     def _stop_processing(self) -> None:
-        if self._subscription is not None:
-            self.destroy_subscription(self._subscription)
-            self._subscription = None
+        for subscription in (self._subscription, self._ir_subscription):
+            if subscription is not None:
+                self.destroy_subscription(subscription)
+        self._subscription = self._ir_subscription = None
         if self._report_timer is not None:
             self.destroy_timer(self._report_timer)
             self._report_timer = None
@@ -173,6 +190,7 @@ class DcmifNode(LifecycleNode):
         if self._pipeline is not None:
             self._pipeline.close()
             self._pipeline = None
+        self._infrared = None  # frees the dual-modal session once the worker has let go of it
 
     def _destroy_outputs(self) -> None:
         for publisher in self._outputs.values():
@@ -191,8 +209,11 @@ class DcmifNode(LifecycleNode):
 
     def _create_input_subscription(self, use_compressed: bool):
         message_type, topic = (CompressedImage, COMPRESSED_INPUT_TOPIC) if use_compressed else (Image, INPUT_TOPIC)
+        return self._create_image_subscription(message_type, topic, self._on_image)
+
+    def _create_image_subscription(self, message_type, topic: str, callback):
         events = qos.subscription_events(self.get_logger(), self.resolve_topic_name(topic), self._on_frames_lost)
-        return self.create_subscription(message_type, topic, self._on_image, qos.input_qos(),
+        return self.create_subscription(message_type, topic, callback, qos.input_qos(),
                                         qos_overriding_options=qos.overridable(), event_callbacks=events)
 
     def _on_image(self, message: Image | CompressedImage) -> None:
@@ -205,18 +226,28 @@ class DcmifNode(LifecycleNode):
 
     # --- the worker -------------------------------------------------------------------------------------
 
-    def _serve_frames(self, slot: LatestFrameSlot, pipeline: FusionPipeline) -> None:
+    def _serve_frames(self, slot: LatestFrameSlot, pipeline: FusionPipeline, infrared: InfraredInput | None) -> None:
         while (pending := slot.take()) is not None:
-            self._fuse(pending, pipeline)
+            self._fuse(pending, pipeline, infrared)
 
-    def _fuse(self, pending: PendingFrame, pipeline: FusionPipeline) -> None:
+    def _fuse(self, pending: PendingFrame, pipeline: FusionPipeline, infrared: InfraredInput | None) -> None:
         message = pending.message
         wanted = self._wanted_outputs()
         if not wanted.any_image:
             self._stats.count_idle()
             return
+        partner = None if infrared is None else infrared.partner(message.header.stamp)
+        if partner is None and infrared is not None and infrared.live:
+            self._stats.count_idle()  # the thermal camera runs but missed this frame: skip rather than mix modes
+            return
         try:
-            result = pipeline.process(decode_input(message), want_gate=wanted.debug_gate)
+            frame = decode_input(message)
+            if partner is None:
+                result = pipeline.process(frame, want_gate=wanted.debug_gate)
+                thermal, mode = result.pseudo_ir, FusionStatus.FUSION_MODE_VIS_ONLY
+            else:
+                result, thermal = infrared.fuse(frame, partner, wanted.debug_gate)
+                mode = FusionStatus.FUSION_MODE_DUAL_DCMIF
         except ValueError as exc:  # ImageDecodeError, or a frame the engine refuses: the input's fault
             reason = f"dropped a {describe_input(message)} image: {exc}"
             self._stats.count_rejected(reason)
@@ -231,9 +262,10 @@ class DcmifNode(LifecycleNode):
         if wanted.fused:
             self._outputs[FUSED_TOPIC].publish(image_message(encode_bgr8(result.fused), header))
         if wanted.pseudo_thermal:
-            self._outputs[PSEUDO_THERMAL_TOPIC].publish(image_message(encode_mono8(result.pseudo_ir), header))
-        if wanted.debug_gate:
+            self._outputs[PSEUDO_THERMAL_TOPIC].publish(image_message(encode_mono8(thermal), header))
+        if wanted.debug_gate and result.gate is not None:
             self._outputs[GATE_TOPIC].publish(image_message(gate_colormap(result.gate), header))
+        self._fusion_mode = mode
         self._stats.count_processed(pending.received_s, pending.taken_s, result.timings_ms["total"], header.stamp)
 
     def _wanted_outputs(self) -> OutputSwitches:
@@ -264,7 +296,7 @@ class DcmifNode(LifecycleNode):
         health = assess(report)
         stamp = self.get_clock().now().to_msg()
         if self._settings.outputs.status:
-            self._outputs[STATUS_TOPIC].publish(fusion_status(report, health, stamp))
+            self._outputs[STATUS_TOPIC].publish(fusion_status(report, health, stamp, self._fusion_mode))
         self._diagnostics.publish(report, health, stamp)
 
     # --- parameters ------------------------------------------------------------------------------------
@@ -284,6 +316,7 @@ class DcmifNode(LifecycleNode):
         pipeline = self._pipeline
         if pipeline is not None:
             pipeline.refresher.set_every_n_frames(self._settings.refresh_every_n_frames)
+
 
 
 def main(args: list[str] | None = None) -> int:

@@ -17,18 +17,21 @@ from dcmif_ros.engine import FusionEngine, FusionResult
 from dcmif_ros.prior import Prior, PriorRefresher, RefreshConfig, check_compatible, make_prior_encoder
 
 DEFAULT_MODEL_NAME = "dcmif_tiny.onnx"
+DEFAULT_DUAL_MODEL_NAME = "dcmif_dual_tiny.onnx"
+"""The shipped dual-modal DCMIF (visible + real infrared), for a node with a thermal camera."""
 
 
-def default_model_path() -> Path:
-    """The shipped tiny model: from the ROS share directory when installed by colcon, else from the source tree."""
+def default_model_path(name: str = DEFAULT_MODEL_NAME) -> Path:
+    """A shipped model (the tiny visible one by default): from the ROS share directory when installed by colcon,
+    else from the source tree."""
     try:
         from ament_index_python.packages import get_package_share_directory
-        candidate = Path(get_package_share_directory("dcmif_ros")) / "models" / DEFAULT_MODEL_NAME
+        candidate = Path(get_package_share_directory("dcmif_ros")) / "models" / name
         if candidate.is_file():
             return candidate
     except (ImportError, LookupError, ValueError, OSError):  # OSError: AMENT_PREFIX_PATH unset (a venv)
         pass
-    return Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME
+    return Path(__file__).resolve().parent.parent / "models" / name
 
 
 PRIOR_TORCH_THREADS = 1

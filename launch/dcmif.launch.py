@@ -27,6 +27,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("input_image_topic", default_value="/camera/image_raw",
                               description="camera topic (sensor_msgs/Image); with use_compressed in params_file, "
                                           "<input_image_topic>/compressed is used"),
+        DeclareLaunchArgument("ir_image_topic", default_value="/thermal/image_raw",
+                              description="thermal camera topic (sensor_msgs/Image), used with use_ir in params_file"),
         DeclareLaunchArgument("params_file",
                               default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "dcmif.yaml"]),
                               description="YAML file of node parameters (/**: ros__parameters:)"),
@@ -56,7 +58,8 @@ def _dcmif_node(context):
     return [Node(
         package=PACKAGE, executable="dcmif_node", name="dcmif_node", namespace=value("namespace"),
         parameters=[value("params_file"), overrides],
-        remappings=[("image_raw", topic), ("image_raw/compressed", f"{topic}/compressed")],
+        remappings=[("image_raw", topic), ("image_raw/compressed", f"{topic}/compressed"),
+                    ("ir_image", value("ir_image_topic"))],
         ros_arguments=["--log-level", value("log_level")],
         output="screen", emulate_tty=True,
     )]

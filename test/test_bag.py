@@ -156,7 +156,7 @@ def test_status_reports_counts_model_and_bag_time(tmp_path, config, random_tiny_
         assert (status.last_input_stamp.sec, status.last_input_stamp.nanosec) == stamp(header(index))[:2]
         assert (status.frames_received, status.frames_processed, status.frames_dropped) == (index + 1, index + 1, 0)
         assert status.level == status.LEVEL_OK and status.last_error == ""
-        assert status.fusion_mode == status.FUSION_MODE_DUAL_DCMIF
+        assert status.fusion_mode == status.FUSION_MODE_VIS_ONLY
         assert status.model_name == random_tiny_onnx.stem
         assert status.execution_provider == "CPUExecutionProvider"
         assert status.prior_backend == "none" and status.prior_version == 0

@@ -24,8 +24,8 @@ LAUNCH_FILE = ROOT / "launch" / "dcmif.launch.py"
 PARAMS_FILE = ROOT / "config" / "dcmif.yaml"
 PROFILE_FILE = ROOT / "config" / "fastdds_shm.xml"
 NODE_DOC = ROOT / "docs" / "node.md"
-EXPECTED_ARGUMENTS = {"namespace", "input_image_topic", "params_file", "model_path", "provider", "prior",
-                      "use_sim_time", "autostart", "log_level"}
+EXPECTED_ARGUMENTS = {"namespace", "input_image_topic", "ir_image_topic", "params_file", "model_path", "provider",
+                      "prior", "use_sim_time", "autostart", "log_level"}
 FASTDDS_NAMESPACE = "{http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles}"
 SHM_SEGMENT_BYTES = 32 * 1024 * 1024
 
@@ -74,7 +74,7 @@ def test_launch_file_starts_the_node_entry_point_with_remapped_inputs(launch_tre
     assert (keyword(node, "package", constants), keyword(node, "executable")) == ("dcmif_ros", "dcmif_node")
     assert "dcmif_node = dcmif_ros.node:main" in (ROOT / "setup.py").read_text()
     strings = {n.value for n in ast.walk(launch_tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    assert {"image_raw", "image_raw/compressed"} <= strings
+    assert {"image_raw", "image_raw/compressed", "ir_image"} <= strings
     assert set(constants["OPTIONAL_OVERRIDES"]) <= set(specs_by_name()), "launch overrides unknown parameters"
 
 

@@ -199,7 +199,7 @@ def test_status_and_diagnostics_are_quiet_and_slow_when_all_is_well(make_graph):
     status = graph.latest_status(lambda s: s.frames_processed == 3)
     assert status.level == FusionStatus.LEVEL_OK and status.last_error == ""
     assert (status.execution_provider, status.model_name) == ("CPUExecutionProvider", "dcmif_random")
-    assert status.fusion_mode == FusionStatus.FUSION_MODE_DUAL_DCMIF and status.prior_backend == "none"
+    assert status.fusion_mode == FusionStatus.FUSION_MODE_VIS_ONLY and status.prior_backend == "none"
     assert status.last_input_stamp.sec == 1_700_000_702 and status.inference_latency_ms > 0
     ours = f"{graph.node.get_name()}: fusion"
     assert wait_until(lambda: any(s.name == ours for d in diagnostics for s in d.status))

@@ -25,6 +25,18 @@ def decode_input(message: Image | CompressedImage) -> np.ndarray:
     return decode_image_fields(message)
 
 
+def decode_infrared(message: Image, size: tuple[int, int]) -> np.ndarray:
+    """A grey uint8 infrared image resized to ``size`` (height, width) of its visible frame.
+
+    Thermal cameras send mono8/mono16 (colour is made grey); the resize assumes the two cameras are registered
+    (same field of view, rectified), so only the resolutions differ.
+    """
+    grey = cv2.cvtColor(decode_image_fields(message), cv2.COLOR_BGR2GRAY)
+    if grey.shape != size:
+        grey = cv2.resize(grey, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return grey
+
+
 def describe_input(message: Image | CompressedImage) -> str:
     """What arrived, for error messages: 'bgr8 640x480' or "compressed 'jpeg'"."""
     if isinstance(message, CompressedImage):

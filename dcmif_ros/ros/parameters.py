@@ -16,13 +16,15 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from dcmif_ros.engine import PROVIDER_CHOICES
-from dcmif_ros.pipeline import PipelineConfig, default_model_path
+from dcmif_ros.pipeline import DEFAULT_DUAL_MODEL_NAME, PipelineConfig, default_model_path
 from dcmif_ros.prior import PRIOR_SPEC_HELP, parse_prior_spec
 from dcmif_ros.prior.factory import DEFAULT_PRIOR_SPEC, NONE_SPEC
 
 MAX_PROCESSING_SIDE = 8192
 MAX_INFERENCE_THREADS = 64
 MAX_REFRESH_PERIOD_FRAMES = 100_000
+MAX_IR_PAIRING_TOLERANCE_S = 1.0
+IR_TIMEOUT_RANGE_S = (0.01, 60.0)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,14 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
                       float_range=(0.1, 3600.0)),
         ParameterSpec("use_compressed", False, "subscribe to image_raw/compressed (sensor_msgs/CompressedImage) "
                       "instead of image_raw"),
+        ParameterSpec("use_ir", False, "also subscribe to ir_image (a registered thermal camera) and fuse real "
+                      "visible/infrared pairs with dual_model_path; DCMIF's inferred infrared while none arrives"),
+        ParameterSpec("dual_model_path", str(default_model_path(DEFAULT_DUAL_MODEL_NAME)), "dual-modal ONNX model "
+                      "(visible + real infrared) used with use_ir; its .json manifest must sit beside it"),
+        ParameterSpec("ir_pairing_tolerance_s", 0.05, "an infrared frame pairs with a visible frame whose header "
+                      "stamp is at most this far from its own", float_range=(0.0, MAX_IR_PAIRING_TOLERANCE_S)),
+        ParameterSpec("ir_timeout_s", 1.0, "no infrared frame for this long (in header stamps) falls back to "
+                      "the inferred infrared", float_range=IR_TIMEOUT_RANGE_S),
         ParameterSpec("publish_fused", True, "publish fused/image (bgr8)", runtime=True),
         ParameterSpec("publish_pseudo_thermal", True, "publish pseudo_thermal/image (mono8)", runtime=True),
         ParameterSpec("publish_debug_gate", False, "publish debug/gate, the fusion gate as a colour map",
@@ -131,6 +141,15 @@ class RuntimeSettings:
 
 
 @dataclass(frozen=True)
+class InfraredConfig:
+    """The real-infrared input, when ``use_ir`` is true."""
+
+    dual_model_path: Path
+    pairing_tolerance_s: float
+    timeout_s: float
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """The initial parameters, read and checked on configure."""
 
@@ -143,6 +162,7 @@ class NodeConfig:
     prior_timeout_s: float
     use_compressed: bool
     diagnostics_period_s: float
+    ir: InfraredConfig | None = None  # None: no thermal camera (use_ir false)
 
     def pipeline_config(self, refresh_every_n_frames: int) -> PipelineConfig:
         return PipelineConfig(
@@ -167,16 +187,24 @@ def read_config(node: Node) -> NodeConfig:
     if (width == 0) != (height == 0):
         raise ConfigError(f"processing_width and processing_height must both be 0 (native size) or both "
                           f"positive, got {width} x {height}")
-    model_path = Path(value["model_path"]).expanduser()
-    if not model_path.is_file():
-        raise ConfigError(f"model_path {str(model_path)!r} is not a file: export a model there or set "
-                          f"model_path")
+    model_path = _existing_model(value, "model_path")
+    ir = None
+    if value["use_ir"]:
+        ir = InfraredConfig(_existing_model(value, "dual_model_path"), value["ir_pairing_tolerance_s"],
+                            value["ir_timeout_s"])
     return NodeConfig(
         model_path=model_path, provider=provider, allow_cpu_fallback=value["allow_cpu_fallback"],
         inference_threads=value["inference_threads"], processing_size=(width, height) if width else None,
         prior=value["prior"], prior_timeout_s=value["prior_timeout_s"], use_compressed=value["use_compressed"],
-        diagnostics_period_s=value["diagnostics_period_s"],
+        diagnostics_period_s=value["diagnostics_period_s"], ir=ir,
     )
+
+
+def _existing_model(value: dict, name: str) -> Path:
+    path = Path(value[name]).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{name} {str(path)!r} is not a file: export a model there or set {name}")
+    return path
 
 
 def read_runtime_settings(node: Node) -> RuntimeSettings:

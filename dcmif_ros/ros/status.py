@@ -8,12 +8,14 @@ from std_msgs.msg import Header
 from dcmif_ros.ros.health import Health, NodeReport
 
 
-def fusion_status(report: NodeReport, health: Health, stamp: Time) -> FusionStatus:
+def fusion_status(report: NodeReport, health: Health, stamp: Time,
+                  fusion_mode: str = FusionStatus.FUSION_MODE_VIS_ONLY) -> FusionStatus:
+    """``fusion_mode``: what produced the latest output (the node's default path: DCMIF's inferred infrared)."""
     counts, prior = report.counts, report.prior
     return FusionStatus(
         header=Header(stamp=stamp, frame_id=counts.last_frame_id),
         level=health.level,
-        fusion_mode=FusionStatus.FUSION_MODE_DUAL_DCMIF,
+        fusion_mode=fusion_mode,
         model_name=report.engine.model_name,
         execution_provider=report.engine.provider,
         inference_latency_ms=counts.inference_ms_last or 0.0,
