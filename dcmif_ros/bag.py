@@ -48,6 +48,7 @@ from dcmif_ros.image_codec import ImageFields, decode_compressed, decode_image_f
 from dcmif_ros.image_codec import encode_bgr8, encode_mono8
 from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
 from dcmif_ros.prior import Prior
+from dcmif_ros.resources import packaged_file
 
 FUSED_TOPIC = "fused/image"
 PSEUDO_THERMAL_TOPIC = "pseudo_thermal/image"
@@ -208,14 +209,7 @@ def _output_typestore() -> Typestore:
 
 def _status_definition_path() -> Path:
     """FusionStatus.msg from the installed dcmif_msgs share directory, else from this source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        installed = Path(get_package_share_directory(STATUS_PACKAGE)) / STATUS_DEFINITION_FILE
-        if installed.is_file():
-            return installed
-    except (ImportError, LookupError, OSError):  # no ament index, or AMENT_PREFIX_PATH unset
-        pass
-    source = Path(__file__).resolve().parent.parent / STATUS_DEFINITION_FILE
+    source = packaged_file(STATUS_PACKAGE, STATUS_DEFINITION_FILE)
     if not source.is_file():
         raise FileNotFoundError(f"{STATUS_DEFINITION_FILE.name} not found: neither {STATUS_PACKAGE} is "
                                 f"installed nor is {source} present")

@@ -15,6 +15,7 @@ import numpy as np
 
 from dcmif_ros.engine import FusionEngine, FusionResult
 from dcmif_ros.prior import Prior, PriorRefresher, RefreshConfig, check_compatible, make_prior_encoder
+from dcmif_ros.resources import packaged_file
 
 DEFAULT_MODEL_NAME = "dcmif_tiny.onnx"
 DEFAULT_DUAL_MODEL_NAME = "dcmif_dual_tiny.onnx"
@@ -22,16 +23,8 @@ DEFAULT_DUAL_MODEL_NAME = "dcmif_dual_tiny.onnx"
 
 
 def default_model_path(name: str = DEFAULT_MODEL_NAME) -> Path:
-    """A shipped model (the tiny visible one by default): from the ROS share directory when installed by colcon,
-    else from the source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidate = Path(get_package_share_directory("dcmif_ros")) / "models" / name
-        if candidate.is_file():
-            return candidate
-    except (ImportError, LookupError, ValueError, OSError):  # OSError: AMENT_PREFIX_PATH unset (a venv)
-        pass
-    return Path(__file__).resolve().parent.parent / "models" / name
+    """A shipped model (the tiny visible one by default), installed or in the source tree."""
+    return packaged_file("dcmif_ros", Path("models") / name)
 
 
 PRIOR_TORCH_THREADS = 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from dcmif_ros.resources import packaged_file
+
 PROFILE_FILE_NAME = "fastdds_shm.xml"
 PROFILE_ENV_VAR = "FASTDDS_DEFAULT_PROFILES_FILE"
 LEGACY_PROFILE_ENV_VAR = "FASTRTPS_DEFAULT_PROFILES_FILE"
@@ -20,14 +22,7 @@ FASTDDS_RMW = "rmw_fastrtps_cpp"
 
 def fastdds_profile_path() -> Path:
     """The profile installed in the package's share directory by colcon, else the one in the source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        installed = Path(get_package_share_directory("dcmif_ros")) / "config" / PROFILE_FILE_NAME
-        if installed.is_file():
-            return installed
-    except (ImportError, LookupError, ValueError, OSError):  # no ament index, e.g. running from a venv
-        pass
-    return Path(__file__).resolve().parents[2] / "config" / PROFILE_FILE_NAME
+    return packaged_file("dcmif_ros", Path("config") / PROFILE_FILE_NAME)
 
 
 def fastdds_environment(base: Mapping[str, str]) -> dict[str, str]:
