@@ -23,7 +23,7 @@ from dcmif_ros.models.dictionary import synthesize
 from dcmif_ros.models.jsrl import JSRL, REN
 from dcmif_ros.models.lrcfuse import LRCFuse, LRCFuseConfig
 from dcmif_ros.training.loop import TrainConfig
-from dcmif_ros.training.losses import max_gradient_l1, max_intensity_l1
+from dcmif_ros.training.losses import max_gradient_l1, max_intensity_l1, with_overrides
 from dcmif_ros.training.lrcfuse_stage import fusion_validation
 from dcmif_ros.training.stages import AFRIWeights, jsrl_from_output, load_stage_output
 
@@ -130,7 +130,7 @@ class DualDCMIFStage:
         net.load_state_dict(afri["net"])
         self.model = dual_from_dcmif(net, jsrl).to(config.device)
         self.model.rfn.train()
-        self.weights = AFRIWeights()
+        self.weights = with_overrides(AFRIWeights(), config.extra.get("loss_weights"))
 
     def trainable(self):
         return list(self.model.rfn.parameters())

@@ -18,7 +18,7 @@ from dcmif_ros.engine import FusionEngine, pad_to_multiple
 from dcmif_ros.models import JSRL, get_config
 from dcmif_ros.models.dcmif import dcmif_from_jsrl, ren_from_jsrl
 from dcmif_ros.models.dictionary import synthesize
-from test_lrcfuse import write_pairs
+from synthetic_pairs import write_pairs
 
 TINY = get_config("tiny")
 PARITY_TOLERANCE = 1e-4

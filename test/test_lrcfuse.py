@@ -14,31 +14,12 @@ from dcmif_ros.engine import EngineError, FusionEngine, pad_to_multiple, to_uint
 from dcmif_ros.models.feature_network import VGGFeatures, make_feature_network, random_vgg, vgg16_from_checkpoint
 from dcmif_ros.models.lrcfuse import LRCFuse, SoftThreshold, get_config
 from dcmif_ros.training.lrcfuse_stage import LRCFuseLossWeights, MultiLevelLoss, gram_matrix
+from synthetic_pairs import write_pairs
 
 TINY = get_config("tiny")
 TINY_MAX_PARAMETERS = 60_000
 TINY_MAX_GFLOPS_640x480 = 20.0
 PARITY_TOLERANCE = 1e-4
-PAIRS = 10
-PAIR_SIZE = 64
-
-
-def write_pairs(root: Path, count: int = PAIRS, size: int = PAIR_SIZE, seed: int = 0) -> Path:
-    """A vi/ + ir/ dataset of structured synthetic scenes (a warm blob on a textured background)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    for folder in ("vi", "ir"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        texture = 0.5 + 0.25 * np.sin(2 * np.pi * (3 + i % 4) * xx) * np.cos(2 * np.pi * 2 * yy)
-        visible = np.clip(texture + 0.05 * rng.standard_normal((size, size)), 0, 1)
-        cy, cx = rng.uniform(0.3, 0.7, 2)
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.01)
-        infrared = np.clip(0.2 + 0.7 * blob + 0.03 * rng.standard_normal((size, size)), 0, 1)
-        colour = np.stack([visible * f for f in (0.8, 1.0, 0.9)], axis=-1)
-        cv2.imwrite(str(root / "vi" / f"{i:03d}.png"), (colour * 255).astype(np.uint8))
-        cv2.imwrite(str(root / "ir" / f"{i:03d}.png"), (infrared * 255).astype(np.uint8))
-    return root
 
 
 @pytest.fixture(scope="module")

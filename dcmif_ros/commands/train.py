@@ -46,9 +46,22 @@ def register(subparsers) -> None:
     parser.add_argument("--afri-target", default="pseudo_ir", choices=("pseudo_ir", "real_ir"),
                         help="infrared in the AFRI max-intensity/max-gradient targets: the pseudo-IR (the paper) "
                              "or the real infrared (default: %(default)s; docs/model.md says why)")
+    parser.add_argument("--loss-weights", nargs="+", default=[], metavar="NAME=VALUE", type=loss_weight,
+                        help="override this stage's loss weights, e.g. gradient=0.1 thermal_region=3 for vgii "
+                             "(names: the fields of JSRLWeights, VGIIWeights, AFRIWeights, LRCFuseLossWeights)")
     from dcmif_ros.prior import add_prior_argument
     add_prior_argument(parser)
     parser.set_defaults(func=run)
+
+
+def loss_weight(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, model=args.model, steps=args.steps, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, seed=args.seed, device=args.device, val_every=args.val_every,
         checkpoint_every=args.checkpoint_every, val_images=args.val_images, resume=args.resume,
-        prior=args.prior, workers=args.workers, extra={"feature_network": args.feature_network, "afri_target": args.afri_target},
+        prior=args.prior, workers=args.workers,
+        extra={"feature_network": args.feature_network, "afri_target": args.afri_target,
+               "loss_weights": dict(args.loss_weights)},
     )
     train_pairs, val_pairs = collect_pairs(args.data, "train"), collect_pairs(args.data, "val")
     print(f"{len(train_pairs)} training pairs, {len(val_pairs)} validation pairs")

@@ -111,7 +111,7 @@ def run_stage(stage: Stage, dataset: PairDataset, config: TrainConfig) -> Path:
             optimizer.step()
             schedule.step()
             step += 1
-            values = {k: round(float(v), 5) for k, v in losses.items()}
+            values = {k: round(float(v.detach()), 5) for k, v in losses.items()}
             progress.set_postfix(values)
             progress.update(1)
             record = {"step": step, "epoch": epoch, "lr": schedule.get_last_lr()[0], **values}

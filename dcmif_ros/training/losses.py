@@ -1,8 +1,13 @@
 """Losses of the three DCMIF stages (paper §3; weights in ``StageWeights`` of each stage)."""
 from __future__ import annotations
 
+from dataclasses import fields, replace
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
+
+Weights = TypeVar("Weights")
 
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -31,3 +36,16 @@ def max_intensity_l1(fused: torch.Tensor, first: torch.Tensor, second: torch.Ten
 
 def max_gradient_l1(fused: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(sobel_magnitude(fused), torch.maximum(sobel_magnitude(first), sobel_magnitude(second)))
+
+
+def with_overrides(weights: Weights, overrides: dict[str, float] | None) -> Weights:
+    """``weights`` (a frozen dataclass) with the ``--loss-weights NAME=VALUE`` overrides applied; an unknown
+    name is an error that lists the names this stage has."""
+    if not overrides:
+        return weights
+    names = {f.name for f in fields(weights) if f.type in (float, "float")}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown loss weight(s) {', '.join(unknown)} for {type(weights).__name__}; "
+                         f"choose from {', '.join(sorted(names))}")
+    return replace(weights, **overrides)

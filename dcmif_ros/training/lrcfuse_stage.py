@@ -26,7 +26,7 @@ from dcmif_ros.models.feature_network import PIXEL_SCALE, make_feature_network
 from dcmif_ros.models.lrcfuse import LRCFuse, LRCFuseConfig, get_config
 from dcmif_ros.training.data import ImagePair
 from dcmif_ros.training.loop import TrainConfig
-from dcmif_ros.training.losses import max_gradient_l1
+from dcmif_ros.training.losses import max_gradient_l1, with_overrides
 from dcmif_ros.training.stages import load_full_pair, load_stage_output
 
 DEFAULT_FEATURE_NETWORK = "random"
@@ -112,7 +112,8 @@ class LRCFuseStage:
         self.model_config: LRCFuseConfig = get_config(config.model)
         self.model = LRCFuse(self.model_config).to(config.device)
         self.feature_network = config.extra.get("feature_network", DEFAULT_FEATURE_NETWORK)
-        self.loss = MultiLevelLoss(make_feature_network(self.feature_network)).to(config.device)
+        weights = with_overrides(LRCFuseLossWeights(), config.extra.get("loss_weights"))
+        self.loss = MultiLevelLoss(make_feature_network(self.feature_network), weights).to(config.device)
 
     def trainable(self):
         return list(self.model.parameters())

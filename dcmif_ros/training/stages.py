@@ -26,7 +26,8 @@ from dcmif_ros.models.jsrl import JSRL
 from dcmif_ros.image_codec import read_gray, read_image
 from dcmif_ros.training.data import ImagePair, load_luminance
 from dcmif_ros.training.loop import TrainConfig
-from dcmif_ros.training.losses import max_gradient_l1, max_intensity_l1, sobel_magnitude, thermal_region_l1
+from dcmif_ros.training.losses import (max_gradient_l1, max_intensity_l1, sobel_magnitude, thermal_region_l1,
+                                       with_overrides)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class JSRLStage:
         self.model_config: DCMIFConfig = get_config(config.model)
         self.model = JSRL(self.model_config).to(config.device)
         self.initial_dictionary = self.model.dictionary_zero().detach().clone()
-        self.weights = JSRLWeights()
+        self.weights = with_overrides(JSRLWeights(), config.extra.get("loss_weights"))
 
     def trainable(self):
         return list(self.model.parameters())
@@ -176,7 +177,7 @@ class VGIIStage:
         self.film = FiLMHeads(self.encoder.feature_dim, self.net.config.atoms).to(config.device)
         self.cache = PriorFeatureCache(prior_cache_path(config.out, self.encoder.encoder_id))
         self.prior_from_step = config.steps // 2 if self.use_prior else config.steps + 1
-        self.weights = VGIIWeights()
+        self.weights = with_overrides(VGIIWeights(), config.extra.get("loss_weights"))
 
     def trainable(self):
         return list(self.net.rin.parameters()) + list(self.film.parameters())
@@ -254,7 +255,7 @@ class AFRIStage:
         self.cache = PriorFeatureCache(Path(previous["prior_cache"])) if previous["use_prior"] else None
         for module in (self.net.ren, self.net.rin, self.film):
             module.requires_grad_(False)
-        self.weights = AFRIWeights()
+        self.weights = with_overrides(AFRIWeights(), config.extra.get("loss_weights"))
         self.target = config.extra.get("afri_target", "pseudo_ir")
 
     def trainable(self):

@@ -1,0 +1,113 @@
+"""``dcmif train``: the three DCMIF stages chained on a synthetic dataset, resume, loss-weight overrides, errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcmif_ros.checkpoint import load_bundle
+from dcmif_ros.cli import main as dcmif
+from dcmif_ros.training.losses import with_overrides
+from dcmif_ros.training.stages import AFRIWeights, VGIIWeights
+from synthetic_pairs import write_pairs
+
+STEPS = 3
+SMALL_RUN = ["--steps", str(STEPS), "--batch-size", "2", "--crop", "32", "--val-every", str(STEPS),
+             "--val-images", "1", "--checkpoint-every", "2", "--prior", "none"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="module")
+def chain(dataset, tmp_path_factory) -> Path:
+    """``dcmif train all`` for a few steps per stage, shipped; returns the run folder."""
+    out = tmp_path_factory.mktemp("run")
+    assert dcmif(["train", "all", "--data", str(dataset), "--out", str(out), *SMALL_RUN,
+                  "--ship", str(out / "models" / "dcmif_tiny.pt")]) == 0
+    return out
+
+
+def log_records(stage_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (stage_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_the_three_stages_chain_and_each_writes_checkpoints_and_a_log(chain):
+    for stage, validation_keys in (("jsrl", {"psnr_vis", "psnr_ir", "d0_drift"}),
+                                   ("vgii", {"pir_psnr", "pir_l1", "vis_psnr"}),
+                                   ("afri", {"AG", "EN", "SF", "EI", "MI", "SCD"})):
+        stage_dir = chain / stage
+        assert {p.name for p in stage_dir.iterdir()} >= {"last.pt", "final.pt", "log.jsonl"}
+        records = log_records(stage_dir)
+        assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+        assert validation_keys <= set(records[-1]["val"])
+        assert all(torch.isfinite(torch.tensor(r["total"])) for r in records)
+
+
+def test_vgii_and_afri_train_only_their_own_networks(chain):
+    jsrl = torch.load(chain / "jsrl" / "final.pt", weights_only=False)
+    vgii = torch.load(chain / "vgii" / "final.pt", weights_only=False)
+    afri = torch.load(chain / "afri" / "final.pt", weights_only=False)
+    assert torch.equal(vgii["net"]["dictionary"], afri["net"]["dictionary"])
+    assert torch.allclose(vgii["net"]["dictionary"].norm(dim=(2, 3)), torch.ones(1, 16))  # unit-norm atoms of D
+    assert jsrl["dictionary"].shape == vgii["net"]["dictionary"].shape
+    changed = {name for name, value in vgii["net"].items() if not torch.equal(value, afri["net"][name])}
+    assert changed and all(name.startswith("rfn.") for name in changed)
+
+
+def test_the_shipped_checkpoint_loads_and_records_how_it_was_made(chain):
+    bundle = load_bundle(chain / "models" / "dcmif_tiny.pt")
+    assert bundle.net.config.name == "tiny" and bundle.prior_encoder_id == "none"
+    assert bundle.metadata["train_config"]["steps"] == STEPS
+    luminance = torch.rand(1, 1, 64, 96)
+    with torch.no_grad():
+        fused, pseudo_ir, gate = bundle.net(luminance, *bundle.net.identity_film())
+    assert fused.shape == pseudo_ir.shape == gate.shape == luminance.shape
+    assert float(gate.min()) >= 0 and float(gate.max()) <= 1
+
+
+def test_resume_continues_from_the_last_checkpoint(dataset, chain, capsys):
+    arguments = [a if a != str(STEPS) else str(STEPS + 1) for a in SMALL_RUN]
+    assert dcmif(["train", "afri", "--data", str(dataset), "--out", str(chain), *arguments, "--resume"]) == 0
+    assert f"at step {STEPS}" in capsys.readouterr().out
+    assert [r["step"] for r in log_records(chain / "afri")] == list(range(1, STEPS + 2))
+
+
+def test_same_seed_same_losses(dataset, tmp_path):
+    totals = []
+    for run in ("a", "b"):
+        assert dcmif(["train", "jsrl", "--data", str(dataset), "--out", str(tmp_path / run), *SMALL_RUN]) == 0
+        totals.append([r["total"] for r in log_records(tmp_path / run / "jsrl")])
+    assert totals[0] == totals[1]
+
+
+def test_loss_weight_overrides_reach_the_loss(dataset, chain, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "jsrl").symlink_to(chain / "jsrl")
+    assert dcmif(["train", "vgii", "--data", str(dataset), "--out", str(out), *SMALL_RUN,
+                  "--loss-weights", "gradient=0", "thermal_region=2"]) == 0
+    for record in log_records(out / "vgii"):
+        expected = record["int"] + record["coef"] + 2 * record["reg"]
+        assert record["total"] == pytest.approx(expected, abs=2e-5)
+
+
+def test_overrides_name_what_is_wrong(dataset, chain, capsys):
+    assert with_overrides(AFRIWeights(), {"gradient": 0.25}).gradient == 0.25
+    with pytest.raises(ValueError, match="unknown loss weight.*nonsense.*choose from coefficients, gradient"):
+        with_overrides(VGIIWeights(), {"nonsense": 1.0})
+    assert dcmif(["train", "vgii", "--data", str(dataset), "--out", str(chain), *SMALL_RUN,
+                  "--loss-weights", "nonsense=1"]) == 2
+    assert "unknown loss weight(s) nonsense" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        dcmif(["train", "vgii", "--data", str(dataset), "--loss-weights", "gradient"])
+    assert "expected NAME=NUMBER" in capsys.readouterr().err
+
+
+def test_a_stage_without_its_predecessor_names_the_missing_file(dataset, tmp_path, capsys):
+    assert dcmif(["train", "vgii", "--data", str(dataset), "--out", str(tmp_path), *SMALL_RUN]) == 2
+    assert f"{tmp_path / 'jsrl' / 'final.pt'} not found" in capsys.readouterr().err
