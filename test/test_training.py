@@ -111,3 +111,25 @@ def test_overrides_name_what_is_wrong(dataset, chain, capsys):
 def test_a_stage_without_its_predecessor_names_the_missing_file(dataset, tmp_path, capsys):
     assert dcmif(["train", "vgii", "--data", str(dataset), "--out", str(tmp_path), *SMALL_RUN]) == 2
     assert f"{tmp_path / 'jsrl' / 'final.pt'} not found" in capsys.readouterr().err
+
+
+def test_film_trains_last_on_features_of_the_final_first_pass(dataset, chain, tmp_path):
+    """With a prior, VGII's last quarter freezes RIN and re-reviews its first pass: the cached features
+    then describe exactly the pseudo-IR that inference will show the prior."""
+    from dcmif_ros.models.config import DCMIFConfig
+    from dcmif_ros.models.dcmif import DCMIFNet
+    from dcmif_ros.training.stages import PriorFeatureCache, first_pass_fingerprint
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "jsrl").symlink_to(chain / "jsrl")
+    arguments = [a if a != "none" else "embedded" for a in SMALL_RUN]
+    arguments = [a if a != str(STEPS) else "4" for a in arguments]
+    assert dcmif(["train", "vgii", "--data", str(dataset), "--out", str(out), *arguments]) == 0
+    vgii = torch.load(out / "vgii" / "final.pt", weights_only=False)
+    net = DCMIFNet(DCMIFConfig.from_dict(torch.load(chain / "jsrl" / "final.pt", weights_only=False)["model_config"]))
+    net.load_state_dict(vgii["net"])
+    cache = PriorFeatureCache(Path(vgii["prior_cache"]))
+    assert vgii["use_prior"] and len(cache.features) == 10
+    assert cache.fingerprint == first_pass_fingerprint(net)
+    assert float(vgii["film"]["gamma.weight"].abs().sum()) > 0  # the FiLM heads left the identity

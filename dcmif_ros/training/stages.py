@@ -2,8 +2,9 @@
 
 - ``jsrl``: the unfolded shared-dictionary learner on both modalities; finalises the dataset dictionary D.
 - ``vgii``: RIN (and the FiLM heads Φγ, Φβ) with REN and D frozen. The first half of the steps trains RIN with
-  identity FiLM (the first-pass pseudo-IR); then the prior backend reviews every training pair once (features
-  cached on disk) and the second half trains RIN together with the FiLM heads.
+  identity FiLM (the first-pass pseudo-IR); then the prior backend reviews every training pair (features
+  cached on disk) and the third quarter trains RIN together with the FiLM heads; for the last quarter RIN is
+  frozen, the prior reviews the final first pass again, and the FiLM heads alone train on those features.
 - ``afri``: the RFN gate with everything else frozen, against max-intensity/max-gradient targets built from the
   visible image and the pseudo-IR, as the paper writes (``--afri-target real_ir`` uses the real infrared, as the
   reference code does; measured here, the gate then collapses to the visible image: see docs/model.md).
@@ -127,14 +128,32 @@ def jsrl_from_output(output: dict) -> tuple[JSRL, torch.Tensor]:
     return jsrl.eval(), output["dictionary"]
 
 
+def first_pass_fingerprint(net: DCMIFNet) -> str:
+    """Identifies the first-pass pseudo-IR a prior review describes: a hash of RIN's weights (REN and D are
+    frozen in VGII and AFRI, so RIN alone decides it)."""
+    digest = hashlib.sha1()
+    for value in net.rin.state_dict().values():
+        digest.update(value.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class PriorFeatureCache:
-    """F_text for every training pair, computed once by the prior backend and kept on disk."""
+    """F_text for every training pair, computed by the prior backend and kept on disk, with the fingerprint
+    of the first pass it reviewed (features of another RIN's pseudo-IR would train FiLM on the wrong input)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.features: dict[str, torch.Tensor] = torch.load(path) if path.exists() else {}
+        stored = torch.load(path) if path.exists() else {}
+        if stored and "features" not in stored:  # written before fingerprints: features only, first pass unknown
+            stored = {"features": stored}
+        self.fingerprint: str | None = stored.get("fingerprint")
+        self.features: dict[str, torch.Tensor] = stored.get("features", {})
 
-    def ensure(self, pairs: list[ImagePair], net: DCMIFNet, encoder) -> None:
+    def ensure(self, pairs: list[ImagePair], net: DCMIFNet, encoder, current: bool = False) -> None:
+        """Compute the missing features; with ``current``, first drop them all unless they describe ``net``."""
+        fingerprint = first_pass_fingerprint(net)
+        if current and self.fingerprint != fingerprint:
+            self.features = {}
         missing = [p for p in pairs if p.name not in self.features]
         if not missing:
             return
@@ -150,8 +169,9 @@ class PriorFeatureCache:
             pseudo = pseudo_ir[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
             bgr = bgr[: pseudo.shape[0], : pseudo.shape[1]]
             self.features[pair.name] = torch.from_numpy(np.asarray(encoder.encode(bgr, pseudo).features, np.float32))
+        self.fingerprint = fingerprint
         tmp = self.path.with_suffix(".tmp")
-        torch.save(self.features, tmp)
+        torch.save({"fingerprint": fingerprint, "features": self.features}, tmp)
         tmp.replace(self.path)
 
     def batch(self, pairs: list[ImagePair], indices: torch.Tensor, device: str) -> torch.Tensor:
@@ -177,6 +197,7 @@ class VGIIStage:
         self.film = FiLMHeads(self.encoder.feature_dim, self.net.config.atoms).to(config.device)
         self.cache = PriorFeatureCache(prior_cache_path(config.out, self.encoder.encoder_id))
         self.prior_from_step = config.steps // 2 if self.use_prior else config.steps + 1
+        self.film_only_from_step = (3 * config.steps) // 4 if self.use_prior else config.steps + 1
         self.weights = with_overrides(VGIIWeights(), config.extra.get("loss_weights"))
 
     def trainable(self):
@@ -190,10 +211,15 @@ class VGIIStage:
         self.film.load_state_dict(state["film"])
 
     def film_for(self, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Identity FiLM, then RIN + FiLM on features of the first pass at ``prior_from_step``, then (RIN
+        frozen) FiLM alone on features of the final first pass, so what FiLM learns from is what it will see."""
         if step < self.prior_from_step:
             return self.net.identity_film(batch["vis"].shape[0])
-        if step == self.prior_from_step or not self.cache.features:
-            self.cache.ensure(self.train_pairs + self.val_pairs, self.net, self.encoder)
+        film_only = step >= self.film_only_from_step
+        if film_only:
+            self.net.rin.requires_grad_(False)
+        if step in (self.prior_from_step, self.film_only_from_step) or not self.cache.features:
+            self.cache.ensure(self.train_pairs + self.val_pairs, self.net, self.encoder, current=film_only)
             self.net.rin.train()
         return self.film(self.cache.batch(self.train_pairs, batch["index"], self.config.device))
 

@@ -1,0 +1,102 @@
+"""How much the AFRI fusion targets ask of the gate: is max(Y_vis, pseudo-IR) any different from Y_vis?
+
+AFRI trains the RFN gate towards max(Y_vis, I_pir) (intensity) and max(|∇Y_vis|, |∇I_pir|) (gradient). When the
+pseudo-IR is darker and smoother than the visible image nearly everywhere, those targets *are* the visible image
+and the gate rightly closes. This measures that headroom per dataset for DCMIF checkpoints, next to what the real
+infrared would offer, and how much warmer the warm regions are in the pseudo-IR than in the real IR.
+
+    python benchmarks/afri_headroom.py models/dcmif_tiny.pt [MORE.pt ...] --data ../shared/data/msrs_fullres \
+        ../shared/data/roadscene_train --out benchmarks/results/afri_headroom
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dcmif_ros.checkpoint import load_bundle
+from dcmif_ros.image_codec import read_image
+from dcmif_ros.prior import make_prior_encoder
+from dcmif_ros.training.data import collect_pairs
+from dcmif_ros.training.losses import sobel_magnitude
+from dcmif_ros.training.stages import load_full_pair
+
+WARM_QUANTILE = 0.9  # warm region: the hottest 10 % of the real infrared's pixels
+BRIGHTER_BY = 2 / 255  # a pseudo-IR pixel "beats" the visible one when it is brighter by two grey levels
+
+
+def warm_contrast(image: np.ndarray, infrared: np.ndarray) -> float:
+    warm = infrared >= np.quantile(infrared, WARM_QUANTILE)
+    return float(image[warm].mean() - image[~warm].mean())
+
+
+@torch.no_grad()
+def measure_pair(bundle, encoder, pair) -> dict[str, float]:
+    net = bundle.net
+    vis, ir = load_full_pair(pair, net.config.pad_multiple, "cpu")
+    gamma, beta = net.identity_film()
+    if encoder is not None:  # the product path: the prior reviews the first-pass pseudo-IR
+        first = net.infer(vis, gamma, beta).pseudo_ir[0, 0].clamp(0, 1).numpy()
+        bgr = read_image(pair.visible_path)[: first.shape[0], : first.shape[1]]
+        features = torch.from_numpy(np.asarray(encoder.encode(bgr, first).features, np.float32))[None]
+        gamma, beta = bundle.film(features)
+    out = net.infer(vis, gamma, beta)
+    pseudo = out.pseudo_ir.clamp(0, 1)
+    headroom = lambda other: float((torch.maximum(vis, other) - vis).mean())
+    gradient_headroom = lambda other: float(
+        (torch.maximum(sobel_magnitude(vis), sobel_magnitude(other)) - sobel_magnitude(vis)).mean())
+    v, p, i = (t[0, 0].numpy() for t in (vis, pseudo, ir))
+    return {
+        "pseudo_ir_psnr": float(10 * np.log10(1 / max(np.mean((p - i) ** 2), 1e-12))),
+        "warm_contrast_pseudo_ir": warm_contrast(p, i),
+        "warm_contrast_real_ir": warm_contrast(i, i),
+        "pixels_pseudo_ir_brighter": float(np.mean(p > v + BRIGHTER_BY)),
+        "intensity_headroom_pseudo_ir": headroom(pseudo),
+        "intensity_headroom_real_ir": headroom(ir),
+        "gradient_headroom_pseudo_ir": gradient_headroom(pseudo),
+        "gradient_headroom_real_ir": gradient_headroom(ir),
+        "gate_mean": float(out.gate.mean()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--data", nargs="+", required=True)
+    parser.add_argument("--pairs", type=int, default=0, help="validation pairs per dataset (0: all)")
+    parser.add_argument("--prior", default="embedded", help="prior backend, as for dcmif fuse")
+    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    encoder = make_prior_encoder(args.prior)
+    encoder = None if getattr(encoder, "is_identity", False) else encoder
+    results = {}
+    for checkpoint in args.checkpoints:
+        bundle = load_bundle(checkpoint)
+        for root in args.data:
+            pairs = collect_pairs([root], "val")
+            pairs = pairs[: args.pairs] if args.pairs else pairs
+            rows = [measure_pair(bundle, encoder, pair) for pair in pairs]
+            means = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+            results.setdefault(str(checkpoint), {})[Path(root).name] = {"pairs": len(rows), **means}
+            print(checkpoint, Path(root).name, means, flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"prior": args.prior, "results": results}, indent=1))
+    keys = list(next(iter(next(iter(results.values())).values())))
+    lines = [f"# AFRI target headroom ({args.prior} prior; validation pairs)", "",
+             "Intensity headroom: mean of max(Y_vis, X) − Y_vis on [0, 1]; gradient headroom: the same on Sobel "
+             "magnitudes (|Gx| + |Gy|). Warm contrast: mean over the hottest 10 % of the real infrared minus the "
+             "mean elsewhere. `pixels_pseudo_ir_brighter`: share of pixels where the pseudo-IR exceeds Y_vis by 2 "
+             "grey levels.", "", "| checkpoint | dataset | " + " | ".join(keys) + " |",
+             "|---" * (len(keys) + 2) + "|"]
+    for checkpoint, per_data in results.items():
+        for data, row in per_data.items():
+            lines.append(f"| {checkpoint} | {data} | " + " | ".join(str(row[k]) for k in keys) + " |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
