@@ -19,6 +19,14 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    """A small vi/ + ir/ folder generated here (read only by the tests that use it)."""
+    from synthetic_pairs import write_pairs
+
+    return write_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="session")
 def random_tiny_bundle():
     """A tiny DCMIF network with random (seeded) weights, non-trivial in every stage."""
     import torch

@@ -14,7 +14,6 @@ from dcmif_ros.engine import EngineError, FusionEngine, pad_to_multiple, to_uint
 from dcmif_ros.models.feature_network import VGGFeatures, make_feature_network, random_vgg, vgg16_from_checkpoint
 from dcmif_ros.models.lrcfuse import LRCFuse, SoftThreshold, get_config
 from dcmif_ros.training.lrcfuse_stage import LRCFuseLossWeights, MultiLevelLoss, gram_matrix
-from synthetic_pairs import write_pairs
 
 TINY = get_config("tiny")
 TINY_MAX_PARAMETERS = 60_000
@@ -23,17 +22,12 @@ PARITY_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return write_pairs(tmp_path_factory.mktemp("pairs"))
-
-
-@pytest.fixture(scope="module")
-def shipped(dataset, tmp_path_factory) -> Path:
+def shipped(synthetic_dataset, tmp_path_factory) -> Path:
     """``dcmif train lrcfuse`` for a few steps, shipped (checkpoint + ONNX + manifest)."""
     out = tmp_path_factory.mktemp("run")
     destination = out / "models" / "lrcfuse.pt"
-    code = dcmif(["train", "lrcfuse", "--data", str(dataset), "--out", str(out / "runs"), "--steps", "3",
-                  "--batch-size", "2", "--crop", "32", "--val-every", "3", "--val-images", "1",
+    code = dcmif(["train", "lrcfuse", "--data", str(synthetic_dataset), "--out", str(out / "runs"),
+                  "--steps", "3", "--batch-size", "2", "--crop", "32", "--val-every", "3", "--val-images", "1",
                   "--checkpoint-every", "2", "--ship", str(destination)])
     assert code == 0
     return destination
@@ -171,10 +165,10 @@ def test_training_writes_checkpoints_a_log_and_a_shipped_model(shipped):
     assert manifest["outputs"] == ["fused"] and manifest["metadata"]["feature_network"] == "random"
 
 
-def test_resume_continues_from_the_last_checkpoint(dataset, shipped, capsys):
+def test_resume_continues_from_the_last_checkpoint(synthetic_dataset, shipped, capsys):
     out = shipped.parent.parent / "runs"
-    assert dcmif(["train", "lrcfuse", "--data", str(dataset), "--out", str(out), "--steps", "4", "--batch-size", "2",
-                  "--crop", "32", "--val-every", "4", "--val-images", "1", "--resume"]) == 0
+    assert dcmif(["train", "lrcfuse", "--data", str(synthetic_dataset), "--out", str(out), "--steps", "4",
+                  "--batch-size", "2", "--crop", "32", "--val-every", "4", "--val-images", "1", "--resume"]) == 0
     assert "last.pt at step 3" in capsys.readouterr().out  # the end of the first run
 
 
@@ -245,20 +239,18 @@ def test_lrcfuse_is_a_report_method(shipped, random_tiny_onnx):
         make_method(f"lrcfuse:{random_tiny_onnx}")
 
 
-def test_fuse_with_ir_pairs_files_by_name(dataset, shipped, tmp_path, capsys):
+def test_fuse_with_ir_pairs_files_by_name(synthetic_dataset, shipped, tmp_path, capsys):
     inputs = tmp_path / "vi"
     inputs.mkdir()
     for name in ("000.png", "001.png"):
-        (inputs / name).write_bytes((dataset / "vi" / name).read_bytes())
+        (inputs / name).write_bytes((synthetic_dataset / "vi" / name).read_bytes())
     cv2.imwrite(str(inputs / "lonely.png"), np.zeros((64, 64, 3), np.uint8))
-    out = tmp_path / "out"
-    code = dcmif(["fuse", str(inputs), "--ir", str(dataset / "ir"), "--model", str(shipped.with_suffix(".onnx")),
-                  "--out", str(out)])
+    out, model, infrared = tmp_path / "out", str(shipped.with_suffix(".onnx")), str(synthetic_dataset / "ir")
+    code = dcmif(["fuse", str(inputs), "--ir", infrared, "--model", model, "--out", str(out)])
     assert code == 1  # lonely.png has no infrared partner
     assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png"]
     assert "lonely.png: needs exactly one infrared image named lonely" in capsys.readouterr().err
-    assert dcmif(["fuse", str(inputs), "--ir", str(dataset / "ir"), "--model", str(shipped.with_suffix(".onnx")),
-                  "--out", str(out), "--save-pseudo-ir"]) == 2
+    assert dcmif(["fuse", str(inputs), "--ir", infrared, "--model", model, "--out", str(out), "--save-pseudo-ir"]) == 2
 
 
 def test_shipped_lrcfuse_brings_the_infrared_into_a_real_night_scene(shared_data):

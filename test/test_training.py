@@ -11,7 +11,6 @@ from dcmif_ros.checkpoint import load_bundle
 from dcmif_ros.cli import main as dcmif
 from dcmif_ros.training.losses import with_overrides
 from dcmif_ros.training.stages import AFRIWeights, VGIIWeights
-from synthetic_pairs import write_pairs
 
 STEPS = 3
 SMALL_RUN = ["--steps", str(STEPS), "--batch-size", "2", "--crop", "32", "--val-every", str(STEPS),
@@ -19,15 +18,10 @@ SMALL_RUN = ["--steps", str(STEPS), "--batch-size", "2", "--crop", "32", "--val-
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return write_pairs(tmp_path_factory.mktemp("pairs"))
-
-
-@pytest.fixture(scope="module")
-def chain(dataset, tmp_path_factory) -> Path:
+def chain(synthetic_dataset, tmp_path_factory) -> Path:
     """``dcmif train all`` for a few steps per stage, shipped; returns the run folder."""
     out = tmp_path_factory.mktemp("run")
-    assert dcmif(["train", "all", "--data", str(dataset), "--out", str(out), *SMALL_RUN,
+    assert dcmif(["train", "all", "--data", str(synthetic_dataset), "--out", str(out), *SMALL_RUN,
                   "--ship", str(out / "models" / "dcmif_tiny.pt")]) == 0
     return out
 
@@ -70,50 +64,50 @@ def test_the_shipped_checkpoint_loads_and_records_how_it_was_made(chain):
     assert float(gate.min()) >= 0 and float(gate.max()) <= 1
 
 
-def test_resume_continues_from_the_last_checkpoint(dataset, chain, capsys):
+def test_resume_continues_from_the_last_checkpoint(synthetic_dataset, chain, capsys):
     arguments = [a if a != str(STEPS) else str(STEPS + 1) for a in SMALL_RUN]
-    assert dcmif(["train", "afri", "--data", str(dataset), "--out", str(chain), *arguments, "--resume"]) == 0
+    assert dcmif(["train", "afri", "--data", str(synthetic_dataset), "--out", str(chain), *arguments, "--resume"]) == 0
     assert f"at step {STEPS}" in capsys.readouterr().out
     assert [r["step"] for r in log_records(chain / "afri")] == list(range(1, STEPS + 2))
 
 
-def test_same_seed_same_losses(dataset, tmp_path):
+def test_same_seed_same_losses(synthetic_dataset, tmp_path):
     totals = []
     for run in ("a", "b"):
-        assert dcmif(["train", "jsrl", "--data", str(dataset), "--out", str(tmp_path / run), *SMALL_RUN]) == 0
+        assert dcmif(["train", "jsrl", "--data", str(synthetic_dataset), "--out", str(tmp_path / run), *SMALL_RUN]) == 0
         totals.append([r["total"] for r in log_records(tmp_path / run / "jsrl")])
     assert totals[0] == totals[1]
 
 
-def test_loss_weight_overrides_reach_the_loss(dataset, chain, tmp_path):
+def test_loss_weight_overrides_reach_the_loss(synthetic_dataset, chain, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "jsrl").symlink_to(chain / "jsrl")
-    assert dcmif(["train", "vgii", "--data", str(dataset), "--out", str(out), *SMALL_RUN,
+    assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(out), *SMALL_RUN,
                   "--loss-weights", "gradient=0", "thermal_region=2"]) == 0
     for record in log_records(out / "vgii"):
         expected = record["int"] + record["coef"] + 2 * record["reg"]
         assert record["total"] == pytest.approx(expected, abs=2e-5)
 
 
-def test_overrides_name_what_is_wrong(dataset, chain, capsys):
+def test_overrides_name_what_is_wrong(synthetic_dataset, chain, capsys):
     assert with_overrides(AFRIWeights(), {"gradient": 0.25}).gradient == 0.25
     with pytest.raises(ValueError, match="unknown loss weight.*nonsense.*choose from coefficients, gradient"):
         with_overrides(VGIIWeights(), {"nonsense": 1.0})
-    assert dcmif(["train", "vgii", "--data", str(dataset), "--out", str(chain), *SMALL_RUN,
+    assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(chain), *SMALL_RUN,
                   "--loss-weights", "nonsense=1"]) == 2
     assert "unknown loss weight(s) nonsense" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        dcmif(["train", "vgii", "--data", str(dataset), "--loss-weights", "gradient"])
+        dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--loss-weights", "gradient"])
     assert "expected NAME=NUMBER" in capsys.readouterr().err
 
 
-def test_a_stage_without_its_predecessor_names_the_missing_file(dataset, tmp_path, capsys):
-    assert dcmif(["train", "vgii", "--data", str(dataset), "--out", str(tmp_path), *SMALL_RUN]) == 2
+def test_a_stage_without_its_predecessor_names_the_missing_file(synthetic_dataset, tmp_path, capsys):
+    assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(tmp_path), *SMALL_RUN]) == 2
     assert f"{tmp_path / 'jsrl' / 'final.pt'} not found" in capsys.readouterr().err
 
 
-def test_film_trains_last_on_features_of_the_final_first_pass(dataset, chain, tmp_path):
+def test_film_trains_last_on_features_of_the_final_first_pass(synthetic_dataset, chain, tmp_path):
     """With a prior, VGII's last quarter freezes RIN and re-reviews its first pass: the cached features
     then describe exactly the pseudo-IR that inference will show the prior."""
     from dcmif_ros.models.config import DCMIFConfig
@@ -125,7 +119,7 @@ def test_film_trains_last_on_features_of_the_final_first_pass(dataset, chain, tm
     (out / "jsrl").symlink_to(chain / "jsrl")
     arguments = [a if a != "none" else "embedded" for a in SMALL_RUN]
     arguments = [a if a != str(STEPS) else "4" for a in arguments]
-    assert dcmif(["train", "vgii", "--data", str(dataset), "--out", str(out), *arguments]) == 0
+    assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(out), *arguments]) == 0
     vgii = torch.load(out / "vgii" / "final.pt", weights_only=False)
     net = DCMIFNet(DCMIFConfig.from_dict(torch.load(chain / "jsrl" / "final.pt", weights_only=False)["model_config"]))
     net.load_state_dict(vgii["net"])
