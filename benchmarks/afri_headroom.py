@@ -41,7 +41,7 @@ def measure_pair(bundle, encoder, pair) -> dict[str, float]:
     if encoder is not None:  # the product path: the prior reviews the first-pass pseudo-IR
         first = net.infer(vis, gamma, beta).pseudo_ir[0, 0].clamp(0, 1).numpy()
         bgr = read_image(pair.visible_path)[: first.shape[0], : first.shape[1]]
-        features = torch.from_numpy(np.asarray(encoder.encode(bgr, first).features, np.float32))[None]
+        features = torch.from_numpy(np.array(encoder.encode(bgr, first).features, np.float32))[None]
         gamma, beta = bundle.film(features)
     out = net.infer(vis, gamma, beta)
     pseudo = out.pseudo_ir.clamp(0, 1)
