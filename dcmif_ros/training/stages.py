@@ -168,7 +168,7 @@ class PriorFeatureCache:
                 pseudo_ir = net.infer(vis.to(net.dictionary.device), gamma, beta).pseudo_ir
             pseudo = pseudo_ir[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
             bgr = bgr[: pseudo.shape[0], : pseudo.shape[1]]
-            self.features[pair.name] = torch.from_numpy(np.asarray(encoder.encode(bgr, pseudo).features, np.float32))
+            self.features[pair.name] = torch.from_numpy(np.array(encoder.encode(bgr, pseudo).features, np.float32))
         self.fingerprint = fingerprint
         tmp = self.path.with_suffix(".tmp")
         torch.save({"fingerprint": fingerprint, "features": self.features}, tmp)
