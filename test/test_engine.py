@@ -129,6 +129,16 @@ def test_manifest_mismatch_is_refused(random_tiny_onnx, tmp_path):
         FusionEngine(model)
 
 
+def test_cpu_sessions_leave_out_the_nchwc_layout_transform(engine):
+    import onnxruntime as ort
+
+    from dcmif_ros.engine import graph_optimization_level
+
+    level = engine.session.get_session_options().graph_optimization_level
+    assert level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    assert graph_optimization_level("CUDAExecutionProvider") == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
 def test_unknown_provider_is_named(random_tiny_onnx):
     with pytest.raises(EngineError, match="unknown provider 'gpu'"):
         FusionEngine(random_tiny_onnx, provider="gpu")
