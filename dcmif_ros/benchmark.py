@@ -17,6 +17,7 @@ class BenchmarkSettings:
     model_path: Path
     sizes: list[tuple[int, int]]
     provider: str = "auto"
+    precision: str = "auto"
     runs: int = 30
     threads: int | None = None
     processing_size: tuple[int, int] | None = None
@@ -71,7 +72,7 @@ def run_benchmark(settings: BenchmarkSettings) -> list[dict]:
     from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
 
     pipeline = FusionPipeline(PipelineConfig(model_path=settings.model_path, provider=settings.provider,
-                                             processing_size=settings.processing_size, prior=settings.prior,
+                                             precision=settings.precision, processing_size=settings.processing_size, prior=settings.prior,
                                              threads=settings.threads))
     results = []
     try:
@@ -92,6 +93,7 @@ def run_benchmark(settings: BenchmarkSettings) -> list[dict]:
                 "size": f"{width}x{height}",
                 "processing_size": "x".join(map(str, settings.processing_size)) if settings.processing_size else "native",
                 "provider": pipeline.engine.provider,
+                "precision": pipeline.engine.precision,
                 "prior": settings.prior,
                 "fps": round(1000.0 / latency["median"], 2),
                 "latency_ms": latency,

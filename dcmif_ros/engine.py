@@ -23,6 +23,7 @@ import numpy as np
 from dcmif_ros.export import KIND_DUAL, KIND_VISIBLE, KINDS, MANIFEST_FORMAT, sha256
 
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+PRECISION_CHOICES = ("auto", "fp32", "fp16")  # auto: the fp16 graph on the CUDA provider (TensorRT does its own)
 PROVIDER_CHAINS = {
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -107,6 +108,27 @@ def load_manifest(model_path: Path) -> dict:
     return manifest
 
 
+def select_graph(model_path: Path, manifest: dict, precision: str, first_provider: str) -> tuple[Path, str]:
+    """The graph file to load and its precision: the fp32 export, or the fp16 one beside it (auto: on CUDA,
+    where the export found it within tolerance of fp32)."""
+    if precision not in PRECISION_CHOICES:
+        raise EngineError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}")
+    entry = manifest.get("fp16") or {}
+    if precision == "auto":
+        precision = "fp16" if first_provider == "CUDAExecutionProvider" and entry.get("file") else "fp32"
+    if precision == "fp32":
+        return model_path, precision
+    if not entry.get("file"):
+        why = entry.get("reason", "exported before fp16 graphs existed")
+        raise EngineError(f"{model_path.with_suffix('.json')} has no fp16 graph ({why}); use precision fp32")
+    path = model_path.with_name(entry["file"])
+    if not path.is_file():
+        raise EngineError(f"fp16 graph not found: {path}")
+    if sha256(path) != entry["sha256"]:
+        raise EngineError(f"{path} does not match the manifest (sha256 differs)")
+    return path, precision
+
+
 def provider_options(providers: list[str]) -> list[tuple[str, dict]]:
     """TensorRT builds an engine per input shape: cache them, or every start pays minutes again."""
     options = []
@@ -155,7 +177,8 @@ class FusionEngine:
     and transfers the thermal change back to the full-resolution luminance."""
 
     def __init__(self, model_path: str | Path, provider: str = "auto", allow_cpu_fallback: bool = True,
-                 processing_size: tuple[int, int] | None = None, threads: int | None = None):
+                 processing_size: tuple[int, int] | None = None, threads: int | None = None,
+                 precision: str = "auto"):
         import onnxruntime as ort
 
         self.model_path = Path(model_path)
@@ -171,10 +194,11 @@ class FusionEngine:
         options.graph_optimization_level = graph_optimization_level(requested[0])
         if threads:
             options.intra_op_num_threads = threads
+        graph_path, self.precision = select_graph(self.model_path, self.manifest, precision, requested[0])
         try:
-            self.session = ort.InferenceSession(str(self.model_path), options, providers=provider_options(requested))
+            self.session = ort.InferenceSession(str(graph_path), options, providers=provider_options(requested))
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise EngineError(f"onnxruntime cannot load {self.model_path}: {exc}") from None
+            raise EngineError(f"onnxruntime cannot load {graph_path}: {exc}") from None
         self.providers = self.session.get_providers()
         self.provider = PROVIDER_SHORT_NAMES.get(self.providers[0], self.providers[0])
         if provider != "cpu" and self.provider == "cpu" and requested[0] != "CPUExecutionProvider":

@@ -3,6 +3,10 @@
 Files written for ``<name>``: ``<name>.onnx`` (Y, γ, β → fused Y, pseudo-IR, gate), ``<name>.film.npz`` (Φγ, Φβ
 as plain matrices, so the runtime needs no torch) and ``<name>.json`` (what the engine checks before use).
 
+Beside each graph goes ``<name>.fp16.onnx`` (fp16 weights and arithmetic, fp32 inputs and outputs, for the CUDA
+provider) when it matches the fp32 graph within ``FP16_TOLERANCE`` on probe frames; the manifest's ``fp16`` entry
+records the file, its hash and the error measured, or why there is no such file.
+
 Dual-modal models (``export_dual``: LRCFuse, DCMIF with real infrared) take (Y, IR) → fused Y (and a gate when the
 model has one); their manifest says ``"kind": "dual"`` and has no FiLM file. Visible-only graphs say
 ``"kind": "visible"`` (manifests written before ``kind`` existed are visible-only too).
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +33,9 @@ KIND_DUAL = "dual"
 KINDS = (KIND_VISIBLE, KIND_DUAL)
 DUAL_INPUT_NAMES = ["luminance", "infrared"]
 DUAL_OUTPUT_NAMES = ["fused", "gate"]  # the gate only for models that have one
+FP16_TOLERANCE = 4.0 / 255  # max abs error of any output on [0, 1]: four grey levels of an 8-bit image
+ORT_LOG_ERRORS_ONLY = 3
+FP16_PROBE_SIZES = ((480, 640), (96, 128))  # (height, width), multiples of every preset's pad_multiple
 
 
 def sha256(path: str | Path) -> str:
@@ -53,6 +61,47 @@ def export_graph(net: torch.nn.Module, example: tuple, onnx_path: Path, input_na
     used = {node.op_type for node in graph.graph.node}
     if used & FORBIDDEN_OPS:
         raise RuntimeError(f"exported graph uses {sorted(used & FORBIDDEN_OPS)}, which GPU providers cannot run")
+
+
+def probe_image(height: int, width: int, seed: int) -> np.ndarray:
+    """A deterministic frame with what real ones have: smooth shading, texture, hard edges, dark and bright."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width] / max(height, width)
+    shading = 0.5 + 0.4 * np.sin(2 * np.pi * (xx + 0.5 * yy))
+    texture = 0.1 * np.sin(2 * np.pi * 40 * xx) * np.cos(2 * np.pi * 30 * yy)
+    blocks = 0.3 * ((xx * 8).astype(int) % 2 == (yy * 6).astype(int) % 2)
+    image = shading + texture + blocks + 0.02 * rng.standard_normal((height, width))
+    return np.clip(image / image.max(), 0, 1).astype(np.float32)[None, None]
+
+
+def export_fp16(onnx_path: Path, extra_inputs: dict[str, np.ndarray]) -> dict:
+    """Write ``<name>.fp16.onnx`` if it matches the fp32 graph within ``FP16_TOLERANCE`` on the probe frames
+    (image inputs: ``probe_image``; ``extra_inputs``: the rest, e.g. identity FiLM); returns the manifest entry."""
+    import onnx
+    import onnxruntime as ort
+    from onnxconverter_common import float16
+
+    fp16_path = onnx_path.with_suffix(".fp16.onnx")
+    with warnings.catch_warnings():  # weights below fp16's range round to its smallest value: measured below
+        warnings.simplefilter("ignore", UserWarning)
+        graph = float16.convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
+    onnx.save(graph, str(fp16_path))
+    options = ort.SessionOptions()
+    options.log_severity_level = ORT_LOG_ERRORS_ONLY  # constant folding warns about fp16 ops it cannot fold
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                for p in (onnx_path, fp16_path)]
+    image_inputs = [i.name for i in sessions[0].get_inputs() if i.name not in extra_inputs]
+    error = 0.0
+    for index, (height, width) in enumerate(FP16_PROBE_SIZES):
+        feed = {name: probe_image(height, width, seed=index * 10 + k) for k, name in enumerate(image_inputs)}
+        feed |= extra_inputs
+        full, half = (session.run(None, feed) for session in sessions)
+        error = max(error, *(float(np.abs(a - b).max()) for a, b in zip(full, half)))
+    entry = {"tolerance": FP16_TOLERANCE, "max_abs_error": error, "probe_sizes": [list(s) for s in FP16_PROBE_SIZES]}
+    if error > FP16_TOLERANCE:
+        fp16_path.unlink()
+        return entry | {"file": None, "reason": f"fp16 differs from fp32 by {error:.2e} > {FP16_TOLERANCE:.2e}"}
+    return entry | {"file": fp16_path.name, "sha256": sha256(fp16_path)}
 
 
 def common_manifest(kind: str, model: str, config, net: torch.nn.Module, inputs: list[str], outputs: list[str],
@@ -94,7 +143,9 @@ def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: s
              beta_weight=film.beta.weight.detach().numpy(), beta_bias=film.beta.bias.detach().numpy())
     manifest = common_manifest(KIND_VISIBLE, f"dcmif-{config.name}", config, net, INPUT_NAMES, OUTPUT_NAMES,
                                onnx_path, source, trained, bundle.metadata)
+    gamma, beta = (t.numpy() for t in net.identity_film())
     manifest |= {
+        "fp16": export_fp16(onnx_path, {"gamma": gamma, "beta": beta}),
         "atoms": config.atoms,
         "kernel_size": config.kernel_size,
         "prior_encoder_id": bundle.prior_encoder_id,
@@ -121,5 +172,6 @@ def export_dual(net: torch.nn.Module, out_dir: str | Path, name: str, architectu
     export_graph(net, example, onnx_path, DUAL_INPUT_NAMES, outputs, image_inputs=DUAL_INPUT_NAMES)
     manifest = common_manifest(KIND_DUAL, f"{architecture}-{config.name}", config, net, DUAL_INPUT_NAMES, outputs,
                                onnx_path, source, trained, metadata or {})
+    manifest["fp16"] = export_fp16(onnx_path, {})
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return onnx_path

@@ -129,8 +129,8 @@ class DcmifNode(LifecycleNode):
         engine = pipeline.engine
         if EngineState.of(pipeline).fallback_warning:
             self.get_logger().warning(engine.fallback_warning)
-        self.get_logger().info(f"model {engine.model_path} on {engine.providers[0]} (provider "
-                               f"'{config.provider}'), prior '{config.prior}'")
+        self.get_logger().info(f"model {engine.model_path} ({engine.precision}) on {engine.providers[0]} "
+                               f"(provider '{config.provider}'), prior '{config.prior}'")
         if infrared is not None:
             self.get_logger().info(f"real infrared on '{self.resolve_topic_name(IR_TOPIC)}', fused by "
                                    f"{infrared.engine.model_path}")

@@ -42,6 +42,7 @@ def limit_torch_threads() -> None:
 class PipelineConfig:
     model_path: str | Path | None = None
     provider: str = "auto"
+    precision: str = "auto"
     allow_cpu_fallback: bool = True
     processing_size: tuple[int, int] | None = None
     prior: str = "embedded"
@@ -56,7 +57,8 @@ class FusionPipeline:
         self.config = config
         self.engine = FusionEngine(config.model_path or default_model_path(), provider=config.provider,
                                    allow_cpu_fallback=config.allow_cpu_fallback,
-                                   processing_size=config.processing_size, threads=config.threads)
+                                   processing_size=config.processing_size, threads=config.threads,
+                                   precision=config.precision)
         self.encoder = make_prior_encoder(config.prior)
         self.uses_prior = not getattr(self.encoder, "is_identity", False)
         if self.uses_prior:

@@ -162,3 +162,53 @@ def test_silent_cpu_fallback_is_reported_or_refused(random_tiny_onnx):
     assert "CPUExecutionProvider" in engine.fallback_warning
     with pytest.raises(EngineError, match="allow_cpu_fallback is false"):
         FusionEngine(random_tiny_onnx, provider="cuda", allow_cpu_fallback=False)
+
+
+def test_export_writes_an_fp16_graph_within_tolerance(random_tiny_onnx):
+    from dcmif_ros.export import FP16_TOLERANCE, sha256
+
+    entry = json.loads(random_tiny_onnx.with_suffix(".json").read_text())["fp16"]
+    fp16_path = random_tiny_onnx.with_name(entry["file"])
+    assert fp16_path.name == "dcmif_random.fp16.onnx" and sha256(fp16_path) == entry["sha256"]
+    assert 0 < entry["max_abs_error"] <= FP16_TOLERANCE == entry["tolerance"]
+    graph = onnx.load(str(fp16_path))
+    assert {i.type.tensor_type.elem_type for i in graph.graph.input} == {onnx.TensorProto.FLOAT}  # fp32 I/O
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
+
+
+def test_fp16_graph_runs_on_request_and_matches_fp32(random_tiny_onnx, engine):
+    from dcmif_ros.export import FP16_TOLERANCE
+
+    half = FusionEngine(random_tiny_onnx, provider="cpu", precision="fp16")
+    assert (engine.precision, half.precision) == ("fp32", "fp16")  # auto on the CPU provider: fp32
+    luminance = np.random.default_rng(3).random((120, 160), dtype=np.float32)
+    for full, reduced in zip(engine.infer_luminance(luminance), half.infer_luminance(luminance)):
+        assert 0 < np.abs(full - reduced).max() <= FP16_TOLERANCE
+
+
+def test_auto_precision_picks_fp16_for_cuda_only(random_tiny_onnx):
+    from dcmif_ros.engine import select_graph
+
+    manifest = json.loads(random_tiny_onnx.with_suffix(".json").read_text())
+    for provider, precision in (("CUDAExecutionProvider", "fp16"), ("TensorrtExecutionProvider", "fp32"),
+                                ("CPUExecutionProvider", "fp32")):
+        path, chosen = select_graph(random_tiny_onnx, manifest, "auto", provider)
+        assert chosen == precision and path.name.endswith(".fp16.onnx") == (precision == "fp16")
+
+
+def test_missing_or_corrupt_fp16_graph_is_named(random_tiny_onnx, tmp_path):
+    for path in random_tiny_onnx.parent.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    model = tmp_path / random_tiny_onnx.name
+    with pytest.raises(EngineError, match="unknown precision 'fp8'"):
+        FusionEngine(model, provider="cpu", precision="fp8")
+    fp16 = model.with_suffix(".fp16.onnx")
+    fp16.write_bytes(fp16.read_bytes()[:-10])
+    with pytest.raises(EngineError, match="fp16.onnx does not match the manifest"):
+        FusionEngine(model, provider="cpu", precision="fp16")
+    manifest = json.loads(model.with_suffix(".json").read_text())
+    manifest["fp16"] = {"file": None, "reason": "fp16 differs from fp32 by 1.00e-01 > 1.57e-02"}
+    model.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match=r"has no fp16 graph \(fp16 differs"):
+        FusionEngine(model, provider="cpu", precision="fp16")
+    assert FusionEngine(model, provider="cpu").precision == "fp32"  # auto still works without one

@@ -24,7 +24,7 @@ def healthy_report(**changes) -> NodeReport:
     report = NodeReport(
         counts=FrameStats().snapshot(), input_rate_hz=15.0, output_rate_hz=15.0, new_rejected=0, new_failed=0,
         new_processed=15, new_lost=0, seconds_since_input=0.05,
-        engine=EngineState("dcmif_tiny", "CPUExecutionProvider", ""),
+        engine=EngineState("dcmif_tiny", "CPUExecutionProvider", "fp32", ""),
         prior=PriorState("embedded", 3, 1.0, 10, 3, "", None, 30.0),
     )
     return dataclasses.replace(report, **changes)
@@ -34,7 +34,7 @@ def healthy_report(**changes) -> NodeReport:
     ({}, FusionStatus.LEVEL_OK, "fusing at 15.0 Hz"),
     ({"new_rejected": 2}, FusionStatus.LEVEL_WARN, "2 input frame(s) rejected"),
     ({"new_lost": 5}, FusionStatus.LEVEL_WARN, "fastdds_shm.xml"),
-    ({"engine": EngineState("m", "CPUExecutionProvider", "asked for 'cuda'")}, FusionStatus.LEVEL_WARN, "cuda"),
+    ({"engine": EngineState("m", "CPUExecutionProvider", "fp32", "asked for 'cuda'")}, FusionStatus.LEVEL_WARN, "cuda"),
     ({"prior": PriorState("vlm:/x", 1, 90.0, 900, 1, "", 45.0, 30.0)}, FusionStatus.LEVEL_WARN, "running for 45 s"),
     ({"new_failed": 3, "new_processed": 0}, FusionStatus.LEVEL_ERROR, "inference failed on 3 frame(s)"),
     ({"new_failed": 1, "new_processed": 9}, FusionStatus.LEVEL_WARN, "inference failed on 1 frame(s)"),

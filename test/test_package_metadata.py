@@ -33,6 +33,7 @@ ROSDEP_KEYS = {
     "launch_ros": "launch_ros",
     "numpy": "python3-numpy",
     "onnx": "python3-onnx-pip",
+    "onnxconverter_common": "python3-onnxconverter-common-pip",
     "onnxruntime": "python3-onnxruntime-gpu-pip",
     "PIL": "python3-pil",
     "rclpy": "rclpy",

@@ -18,6 +18,8 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def register(subparsers) -> None:
+    from dcmif_ros.commands.fuse import add_provider_argument
+
     parser = subparsers.add_parser(
         "bench",
         help="benchmark the fusion engine (latency, frames per second)",
@@ -29,7 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument("--model-path", help="ONNX file (default: models/dcmif_<model>.onnx)")
     parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes("320x240,640x480,1280x720"),
                         help="comma-separated WIDTHxHEIGHT list")
-    parser.add_argument("--provider", default="auto", help="auto, tensorrt, cuda or cpu")
+    add_provider_argument(parser)
     parser.add_argument("--runs", type=int, default=30, help="timed runs per size")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: default)")
     parser.add_argument("--processing-size", type=parse_sizes, default=None,
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = BenchmarkSettings(
         model_path=Path(args.model_path or Path("models") / f"dcmif_{args.model}.onnx"),
-        sizes=args.sizes, provider=args.provider, runs=args.runs, threads=args.threads or None,
+        sizes=args.sizes, provider=args.provider, precision=args.precision, runs=args.runs, threads=args.threads or None,
         processing_size=args.processing_size[0] if args.processing_size else None,
         compare_torch=not args.no_torch, prior=args.prior,
     )

@@ -1,4 +1,5 @@
-"""``dcmif export``: write the ONNX inference graph, FiLM heads and manifest for a model size."""
+"""``dcmif export``: write the ONNX inference graph, FiLM heads and manifest for a model size, or re-export a
+shipped dual-modal checkpoint (LRCFuse, DCMIF with real infrared)."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,9 @@ def register(subparsers) -> None:
                     "dynamic height and width and no FFT/complex ops, plus <name>.film.npz and <name>.json.",
     )
     parser.add_argument("--model", default="tiny", choices=("tiny", "base"), help="model size")
-    parser.add_argument("--checkpoint", help="checkpoint to export (default: models/dcmif_<model>.pt)")
+    parser.add_argument("--checkpoint", help="checkpoint to export (default: models/dcmif_<model>.pt); a "
+                                             "dual-modal checkpoint (e.g. models/lrcfuse.pt) is exported as "
+                                             "<its name>.onnx + .json")
     parser.add_argument("--out", default="models", help="output folder")
     parser.add_argument("--untrained", action="store_true",
                         help="export randomly initialised weights (for speed benchmarks only; marked in the manifest)")
@@ -36,12 +39,31 @@ def untrained_bundle(size: str):
                        MINILM_FEATURE_DIM, {"untrained": True})
 
 
+def is_dual_checkpoint(path: Path) -> bool:
+    import torch
+
+    from dcmif_ros.dual import CHECKPOINT_FORMAT
+
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    return isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT
+
+
 def run(args: argparse.Namespace) -> int:
     from dcmif_ros.checkpoint import load_bundle
     from dcmif_ros.export import export_bundle
 
     name = f"dcmif_{args.model}"
-    if args.untrained:
+    if args.checkpoint and is_dual_checkpoint(Path(args.checkpoint)):
+        from dcmif_ros.dual import architecture_of, load_dual_checkpoint
+        from dcmif_ros.export import export_dual
+
+        checkpoint = Path(args.checkpoint)
+        model, metadata = load_dual_checkpoint(checkpoint)
+        onnx_path = export_dual(model, args.out, checkpoint.stem, architecture_of(model), source=checkpoint,
+                                metadata=metadata)
+    elif args.untrained:
         onnx_path = export_bundle(untrained_bundle(args.model), args.out, name, trained=False)
     else:
         checkpoint = Path(args.checkpoint or Path("models") / f"{name}.pt")

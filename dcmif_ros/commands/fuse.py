@@ -37,9 +37,13 @@ def positive_int(text: str) -> int:
 
 
 def add_provider_argument(parser: argparse.ArgumentParser) -> None:
-    """--provider, checked by the engine (the choices live in dcmif_ros.engine, too heavy to import here)."""
+    """--provider and --precision, checked by the engine (the choices live in dcmif_ros.engine, too heavy to
+    import here)."""
     parser.add_argument("--provider", default="auto",
                         help="onnxruntime execution provider: auto, tensorrt, cuda or cpu (default: %(default)s)")
+    parser.add_argument("--precision", default="auto",
+                        help="graph precision: auto (the exported fp16 graph on CUDA, fp32 elsewhere), fp32 or "
+                             "fp16 (default: %(default)s)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, refresh_default: int | None,
@@ -61,8 +65,8 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     from dcmif_ros.pipeline import PipelineConfig
 
     refresh = {} if args.refresh_every is None else {"refresh_every_n_frames": args.refresh_every}
-    return PipelineConfig(model_path=args.model, provider=args.provider, prior=args.prior,
-                          synchronous_prior=True, **refresh)
+    return PipelineConfig(model_path=args.model, provider=args.provider, precision=args.precision,
+                          prior=args.prior, synchronous_prior=True, **refresh)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -139,7 +143,8 @@ def dual_modal_fuser(args: argparse.Namespace):
         raise FileNotFoundError(f"infrared folder not found: {args.ir}")
     if args.save_pseudo_ir:
         raise ValueError("--save-pseudo-ir: a dual-modal model reads the real infrared and infers none")
-    engine = FusionEngine(args.model or shipped_dual_model("lrcfuse"), provider=args.provider)
+    engine = FusionEngine(args.model or shipped_dual_model("lrcfuse"), provider=args.provider,
+                          precision=args.precision)
     if engine.kind != KIND_DUAL:
         raise ValueError(f"--ir needs a dual-modal model (LRCFuse, DCMIF with real infrared); "
                          f"{engine.model_path} is {engine.kind}")

@@ -43,6 +43,7 @@ def diagnostic_status(report: NodeReport, health: Health, node_name: str) -> Dia
         "node latency p95 (ms)": _number(counts.node_latency_ms_p95),
         "model": report.engine.model_name,
         "execution provider": report.engine.provider,
+        "precision": report.engine.precision,
         "prior backend": prior.backend,
         "prior version": prior.version,
         "prior age (s)": _number(prior.age_s),

@@ -24,6 +24,7 @@ TRANSPORT_LOSS_HINT = ("large images over a best-effort link lose fragments: loa
 class EngineState:
     model_name: str
     provider: str  # onnxruntime's name of the provider in use, e.g. CPUExecutionProvider
+    precision: str  # fp32 or fp16: which exported graph runs
     fallback_warning: str  # empty unless a GPU provider was named and the session runs on CPU
 
     @classmethod
@@ -31,7 +32,7 @@ class EngineState:
         """With provider 'auto' the CPU is a documented outcome, not a fallback to warn about."""
         engine = pipeline.engine
         named_gpu = pipeline.config.provider != "auto"
-        return cls(engine.model_path.stem, engine.providers[0],
+        return cls(engine.model_path.stem, engine.providers[0], engine.precision,
                    (engine.fallback_warning or "") if named_gpu else "")
 
 

@@ -32,7 +32,7 @@ def stamp_seconds(stamp: Time) -> float:
 class InfraredInput:
     def __init__(self, config: NodeConfig):
         ir: InfraredConfig = config.ir
-        self.engine = FusionEngine(ir.dual_model_path, provider=config.provider,
+        self.engine = FusionEngine(ir.dual_model_path, provider=config.provider, precision=config.precision,
                                    allow_cpu_fallback=config.allow_cpu_fallback,
                                    processing_size=config.processing_size, threads=config.inference_threads or None)
         if self.engine.kind != KIND_DUAL:

@@ -15,7 +15,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from dcmif_ros.engine import PROVIDER_CHOICES
+from dcmif_ros.engine import PRECISION_CHOICES, PROVIDER_CHOICES
 from dcmif_ros.pipeline import DEFAULT_DUAL_MODEL_NAME, PipelineConfig, default_model_path
 from dcmif_ros.prior import PRIOR_SPEC_HELP, parse_prior_spec
 from dcmif_ros.prior.factory import DEFAULT_PRIOR_SPEC, NONE_SPEC
@@ -58,6 +58,9 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
                       ".film.npz FiLM heads must sit beside it"),
         ParameterSpec("provider", "auto", "onnxruntime execution provider: auto picks TensorRT, then CUDA, "
                       "then CPU, as available", constraints=f"one of {', '.join(PROVIDER_CHOICES)}"),
+        ParameterSpec("precision", "auto", "graph precision: auto uses the model's exported fp16 graph on the "
+                      "CUDA provider (TensorRT picks its own) and fp32 elsewhere",
+                      constraints=f"one of {', '.join(PRECISION_CHOICES)}"),
         ParameterSpec("allow_cpu_fallback", True, "accept a session that ended up on the CPU when a GPU "
                       "provider was asked for (a warning in /diagnostics); false fails activation instead"),
         ParameterSpec("inference_threads", 0, "onnxruntime intra-op threads; 0 lets onnxruntime decide",
@@ -155,6 +158,7 @@ class NodeConfig:
 
     model_path: Path
     provider: str
+    precision: str
     allow_cpu_fallback: bool
     inference_threads: int
     processing_size: tuple[int, int] | None
@@ -166,7 +170,8 @@ class NodeConfig:
 
     def pipeline_config(self, refresh_every_n_frames: int) -> PipelineConfig:
         return PipelineConfig(
-            model_path=self.model_path, provider=self.provider, allow_cpu_fallback=self.allow_cpu_fallback,
+            model_path=self.model_path, provider=self.provider, precision=self.precision,
+            allow_cpu_fallback=self.allow_cpu_fallback,
             processing_size=self.processing_size, prior=self.prior,
             refresh_every_n_frames=refresh_every_n_frames, prior_timeout_s=self.prior_timeout_s,
             threads=self.inference_threads or None,
@@ -179,6 +184,9 @@ def read_config(node: Node) -> NodeConfig:
     provider = value["provider"]
     if provider not in PROVIDER_CHOICES:
         raise ConfigError(f"parameter provider is {provider!r}; choose one of {', '.join(PROVIDER_CHOICES)}")
+    if value["precision"] not in PRECISION_CHOICES:
+        raise ConfigError(f"parameter precision is {value['precision']!r}; choose one of "
+                          f"{', '.join(PRECISION_CHOICES)}")
     try:
         parse_prior_spec(value["prior"])
     except ValueError as exc:
@@ -193,7 +201,8 @@ def read_config(node: Node) -> NodeConfig:
         ir = InfraredConfig(_existing_model(value, "dual_model_path"), value["ir_pairing_tolerance_s"],
                             value["ir_timeout_s"])
     return NodeConfig(
-        model_path=model_path, provider=provider, allow_cpu_fallback=value["allow_cpu_fallback"],
+        model_path=model_path, provider=provider, precision=value["precision"],
+        allow_cpu_fallback=value["allow_cpu_fallback"],
         inference_threads=value["inference_threads"], processing_size=(width, height) if width else None,
         prior=value["prior"], prior_timeout_s=value["prior_timeout_s"], use_compressed=value["use_compressed"],
         diagnostics_period_s=value["diagnostics_period_s"], ir=ir,
