@@ -175,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pairs", type=int, help="first N validation pairs per dataset (default: all)")
     parser.add_argument("--no-timing", action="store_true", help="skip the per-frame timing")
     parser.add_argument("--provider", default="cpu", help="onnxruntime provider for model-based methods")
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or fp16 (see dcmif_ros.engine)")
     args = parser.parse_args(argv)
 
-    methods = [make_method(spec, MethodOptions(provider=args.provider)) for spec in args.methods]
+    methods = [make_method(spec, MethodOptions(provider=args.provider, precision=args.precision))
+               for spec in args.methods]
     report = {"title": args.title, "command": shlex.join([Path(sys.executable).name, *sys.argv]),
               "host": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}",
               "results": evaluate(methods, args.data, args.max_pairs), "seafusion": SEAFUSION}

@@ -190,15 +190,12 @@ class FusionEngine:
         self.processing_size = processing_size
         self.film_matrices = self._load_film() if self.kind == KIND_VISIBLE else {}
         requested = resolve_providers(provider, ort.get_available_providers())
-        options = ort.SessionOptions()
-        options.graph_optimization_level = graph_optimization_level(requested[0])
-        if threads:
-            options.intra_op_num_threads = threads
-        graph_path, self.precision = select_graph(self.model_path, self.manifest, precision, requested[0])
-        try:
-            self.session = ort.InferenceSession(str(graph_path), options, providers=provider_options(requested))
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise EngineError(f"onnxruntime cannot load {graph_path}: {exc}") from None
+        self.session, self.precision = self._open_session(requested, requested[0], precision, threads)
+        settled = self.session.get_providers()[0]
+        if settled != requested[0] and (self._choices(settled, precision) != self._choices(requested[0], precision)):
+            # onnxruntime settled on a later provider (CUDA where TensorRT's libraries are missing, or the
+            # CPU): open the graph and optimisation level that suit the provider that actually runs
+            self.session, self.precision = self._open_session(requested, settled, precision, threads)
         self.providers = self.session.get_providers()
         self.provider = PROVIDER_SHORT_NAMES.get(self.providers[0], self.providers[0])
         if provider != "cpu" and self.provider == "cpu" and requested[0] != "CPUExecutionProvider":
@@ -212,6 +209,26 @@ class FusionEngine:
         self.identity_gamma = np.ones((1, self.atoms), np.float32)
         self.identity_beta = np.zeros((1, self.atoms), np.float32)
         self.warm_up()
+
+    def _choices(self, first_provider: str, precision: str) -> tuple:
+        return select_graph(self.model_path, self.manifest, precision, first_provider), \
+            graph_optimization_level(first_provider)
+
+    def _open_session(self, requested: list[str], first_provider: str, precision: str, threads: int | None):
+        """An onnxruntime session over ``requested``, with the graph and optimisation level for
+        ``first_provider`` (the provider expected to run it); returns (session, precision)."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = graph_optimization_level(first_provider)
+        if threads:
+            options.intra_op_num_threads = threads
+        graph_path, chosen = select_graph(self.model_path, self.manifest, precision, first_provider)
+        try:
+            session = ort.InferenceSession(str(graph_path), options, providers=provider_options(requested))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EngineError(f"onnxruntime cannot load {graph_path}: {exc}") from None
+        return session, chosen
 
     def _load_film(self) -> dict[str, np.ndarray]:
         path = self.model_path.with_name(self.manifest["film_file"])

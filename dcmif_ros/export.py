@@ -104,6 +104,15 @@ def export_fp16(onnx_path: Path, extra_inputs: dict[str, np.ndarray]) -> dict:
     return entry | {"file": fp16_path.name, "sha256": sha256(fp16_path)}
 
 
+def fp16_entry(onnx_path: Path, extra_inputs: dict[str, np.ndarray]) -> dict:
+    """``export_fp16``'s manifest entry; a failure there costs the fp16 graph, never the fp32 export."""
+    try:
+        return export_fp16(onnx_path, extra_inputs)
+    except Exception as exc:  # the converter and onnxruntime raise many types
+        onnx_path.with_suffix(".fp16.onnx").unlink(missing_ok=True)
+        return {"file": None, "reason": f"fp16 conversion failed ({exc.__class__.__name__}: {exc})"}
+
+
 def common_manifest(kind: str, model: str, config, net: torch.nn.Module, inputs: list[str], outputs: list[str],
                     onnx_path: Path, source: str | Path | None, trained: bool, metadata: dict) -> dict:
     """The manifest fields every exported graph has (the engine checks format, kind, sizes and hashes)."""
@@ -145,7 +154,7 @@ def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: s
                                onnx_path, source, trained, bundle.metadata)
     gamma, beta = (t.numpy() for t in net.identity_film())
     manifest |= {
-        "fp16": export_fp16(onnx_path, {"gamma": gamma, "beta": beta}),
+        "fp16": fp16_entry(onnx_path, {"gamma": gamma, "beta": beta}),
         "atoms": config.atoms,
         "kernel_size": config.kernel_size,
         "prior_encoder_id": bundle.prior_encoder_id,
@@ -172,6 +181,6 @@ def export_dual(net: torch.nn.Module, out_dir: str | Path, name: str, architectu
     export_graph(net, example, onnx_path, DUAL_INPUT_NAMES, outputs, image_inputs=DUAL_INPUT_NAMES)
     manifest = common_manifest(KIND_DUAL, f"{architecture}-{config.name}", config, net, DUAL_INPUT_NAMES, outputs,
                                onnx_path, source, trained, metadata or {})
-    manifest["fp16"] = export_fp16(onnx_path, {})
+    manifest["fp16"] = fp16_entry(onnx_path, {})
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return onnx_path

@@ -49,9 +49,10 @@ FusionMethod = Callable[[np.ndarray, np.ndarray], Union[np.ndarray, MethodOutput
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """Settings every method builder gets; ``provider`` is the onnxruntime choice for model-based methods."""
+    """Settings every method builder gets: the onnxruntime provider and precision of model-based methods."""
 
     provider: str = "auto"
+    precision: str = "auto"
 
 
 def _release_nothing() -> None:
@@ -179,8 +180,8 @@ def _build_dcmif(argument: str, options: MethodOptions) -> Method:
 
     model, _, prior = argument.partition(SPEC_SEPARATOR)
     prior = prior or DCMIF_DEFAULT_PRIOR
-    pipeline = FusionPipeline(PipelineConfig(model_path=model or None, provider=options.provider, prior=prior,
-                                             synchronous_prior=True))
+    pipeline = FusionPipeline(PipelineConfig(model_path=model or None, provider=options.provider,
+                                             precision=options.precision, prior=prior, synchronous_prior=True))
     fuser = StillImageFuser(pipeline, refresh_every=1)
 
     def fuse(visible_bgr: np.ndarray, infrared: np.ndarray) -> MethodOutput:
@@ -216,7 +217,8 @@ def _dual_builder(name: str) -> MethodBuilder:
         from dcmif_ros.engine import FusionEngine
         from dcmif_ros.export import KIND_DUAL
 
-        engine = FusionEngine(argument or shipped_dual_model(name), provider=options.provider)
+        engine = FusionEngine(argument or shipped_dual_model(name), provider=options.provider,
+                              precision=options.precision)
         if engine.kind != KIND_DUAL:
             raise ValueError(f"method {name!r} needs a dual-modal model, {engine.model_path} is {engine.kind}")
 

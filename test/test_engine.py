@@ -160,6 +160,8 @@ def test_silent_cpu_fallback_is_reported_or_refused(random_tiny_onnx):
     if engine.provider == "cuda":
         pytest.skip("a GPU is present: no fallback to observe")
     assert "CPUExecutionProvider" in engine.fallback_warning
+    level = engine.session.get_session_options().graph_optimization_level
+    assert engine.precision == "fp32" and level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # for the CPU
     with pytest.raises(EngineError, match="allow_cpu_fallback is false"):
         FusionEngine(random_tiny_onnx, provider="cuda", allow_cpu_fallback=False)
 

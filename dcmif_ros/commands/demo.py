@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     model = (args.model or default_model_path()).resolve()
     if not model.is_file():
         raise FileNotFoundError(f"model {model} not found: export a model there or pass --model")
-    parameters = {"model_path": str(model), "provider": args.provider, "prior": args.prior,
+    parameters = {"model_path": str(model), "provider": args.provider, "precision": args.precision,
+                  "prior": args.prior,
                   "refresh_every_n_frames": args.refresh_every}
     if args.processing_size:
         parameters["processing_width"], parameters["processing_height"] = args.processing_size[0]

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from dcmif_ros.methods import MethodOptions, make_method
     from dcmif_ros.report import build_report
 
-    options = MethodOptions(provider=args.provider)
+    options = MethodOptions(provider=args.provider, precision=args.precision)
     with contextlib.ExitStack() as resources:
         methods = []
         for spec in args.methods:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 STAGES = ("jsrl", "vgii", "afri")
 DUAL_MODAL_STAGES = ("lrcfuse", "dual")  # LRCFuse; DCMIF with real infrared (reads jsrl and afri)
@@ -48,7 +49,8 @@ def register(subparsers) -> None:
                              "or the real infrared (default: %(default)s; docs/model.md says why)")
     parser.add_argument("--loss-weights", nargs="+", default=[], metavar="NAME=VALUE", type=loss_weight,
                         help="override this stage's loss weights, e.g. gradient=0.1 thermal_region=3 for vgii "
-                             "(names: the fields of JSRLWeights, VGIIWeights, AFRIWeights, LRCFuseLossWeights)")
+                             "(names: the fields of JSRLWeights, VGIIWeights, AFRIWeights, LRCFuseLossWeights; "
+                             "with 'all' each stage takes the names it has)")
     from dcmif_ros.prior import add_prior_argument
     add_prior_argument(parser)
     parser.set_defaults(func=run)
@@ -57,15 +59,34 @@ def register(subparsers) -> None:
 def loss_weight(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     try:
-        if not sep or not name:
-            raise ValueError
-        return name, float(value)
+        number = float(value) if sep and name else math.nan
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER with a finite number >= 0, got {text!r}")
+    return name, number
+
+
+def loss_weights_per_stage(stages: tuple[str, ...], overrides: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Each stage's share of ``--loss-weights``: with several stages each takes the names its weights have
+    (``gradient`` reaches both VGII and AFRI); a name no stage has is an error before any training."""
+    if len(stages) == 1:
+        return {stages[0]: overrides}
+    from dataclasses import fields
+
+    from dcmif_ros.training.stages import STAGE_WEIGHTS
+
+    shares = {stage: {k: v for k, v in overrides.items() if k in {f.name for f in fields(STAGE_WEIGHTS[stage])}}
+              for stage in stages}
+    unknown = sorted(set(overrides) - {name for share in shares.values() for name in share})
+    if unknown:
+        raise ValueError(f"unknown loss weight(s) {', '.join(unknown)} for stages {', '.join(stages)}")
+    return shares
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
+    from dataclasses import replace
 
     from dcmif_ros.training.data import PairDataset, collect_pairs
     from dcmif_ros.training.loop import TrainConfig, run_stage, seed_everything
@@ -82,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
     train_pairs, val_pairs = collect_pairs(args.data, "train"), collect_pairs(args.data, "val")
     print(f"{len(train_pairs)} training pairs, {len(val_pairs)} validation pairs")
     dataset = PairDataset(train_pairs, config.crop, seed=config.seed)
-    for stage_name in STAGES if args.stage == "all" else (args.stage,):
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    weights = loss_weights_per_stage(stages, dict(args.loss_weights))
+    base_config = config
+    for stage_name in stages:
+        config = replace(base_config, extra=base_config.extra | {"loss_weights": weights[stage_name]})
         seed_everything(config.seed)
         if stage_name == "jsrl":
             stage = JSRLStage(config, val_pairs, dataset)

@@ -86,6 +86,9 @@ def run_stage(stage: Stage, dataset: PairDataset, config: TrainConfig) -> Path:
         schedule.load_state_dict(checkpoint["schedule"])
         step, epoch = checkpoint["step"], checkpoint["epoch"]
         torch.set_rng_state(checkpoint["torch_rng"])
+        if log_path.exists():  # steps logged after this checkpoint are trained again: drop their records
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            log_path.write_text("".join(line + "\n" for line in kept))
         print(f"resumed {stage.name} from {last_path} at step {step}")
     elif not config.resume:
         log_path.unlink(missing_ok=True)

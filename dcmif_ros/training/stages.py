@@ -51,6 +51,9 @@ class AFRIWeights:
     gradient: float = 1.0
 
 
+STAGE_WEIGHTS = {"jsrl": JSRLWeights, "vgii": VGIIWeights, "afri": AFRIWeights}
+
+
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
     mse = F.mse_loss(prediction.clamp(0, 1), target).item()
     return float(10 * np.log10(1.0 / max(mse, 1e-12)))
@@ -196,8 +199,10 @@ class VGIIStage:
         self.use_prior = not getattr(self.encoder, "is_identity", False)
         self.film = FiLMHeads(self.encoder.feature_dim, self.net.config.atoms).to(config.device)
         self.cache = PriorFeatureCache(prior_cache_path(config.out, self.encoder.encoder_id))
-        self.prior_from_step = config.steps // 2 if self.use_prior else config.steps + 1
-        self.film_only_from_step = (3 * config.steps) // 4 if self.use_prior else config.steps + 1
+        never = config.steps + 1
+        self.prior_from_step = max(1, config.steps // 2) if self.use_prior else never
+        self.film_only_from_step = max(self.prior_from_step + 1, (3 * config.steps) // 4) if self.use_prior else never
+        self.checked_final_features = False
         self.weights = with_overrides(VGIIWeights(), config.extra.get("loss_weights"))
 
     def trainable(self):
@@ -218,8 +223,14 @@ class VGIIStage:
         film_only = step >= self.film_only_from_step
         if film_only:
             self.net.rin.requires_grad_(False)
-        if step in (self.prior_from_step, self.film_only_from_step) or not self.cache.features:
-            self.cache.ensure(self.train_pairs + self.val_pairs, self.net, self.encoder, current=film_only)
+        # Reviews of this very RIN at the phase starts (a cache from an earlier run is not reused), and once per
+        # process in the FiLM-only phase, so a resume there also checks them. A resume inside the joint phase
+        # keeps the cache as it is: the RIN it reviewed is no longer at hand.
+        starts_phase = step in (self.prior_from_step, self.film_only_from_step)
+        if starts_phase or not self.cache.features or (film_only and not self.checked_final_features):
+            self.cache.ensure(self.train_pairs + self.val_pairs, self.net, self.encoder,
+                              current=starts_phase or film_only)
+            self.checked_final_features = film_only
             self.net.rin.train()
         return self.film(self.cache.batch(self.train_pairs, batch["index"], self.config.device))
 
@@ -261,9 +272,12 @@ class VGIIStage:
         return {k: round(float(np.mean(v)), 4) for k, v in scores.items()}
 
     def finalize(self) -> dict:
+        if self.use_prior:  # a no-op unless the run was too short for its FiLM-only phase
+            self.cache.ensure(self.train_pairs + self.val_pairs, self.net, self.encoder, current=True)
         return {"stage": self.name, "net": self.net.state_dict(), "film": self.film.state_dict(),
                 "prior_encoder_id": self.encoder.encoder_id, "prior_feature_dim": self.encoder.feature_dim,
-                "use_prior": self.use_prior, "prior_cache": str(self.cache.path), "validation": self.validate()}
+                "use_prior": self.use_prior, "prior_cache": str(self.cache.path),
+                "prior_fingerprint": self.cache.fingerprint, "validation": self.validate()}
 
 
 class AFRIStage:
@@ -279,6 +293,9 @@ class AFRIStage:
         self.film.load_state_dict(previous["film"])
         self.previous = previous
         self.cache = PriorFeatureCache(Path(previous["prior_cache"])) if previous["use_prior"] else None
+        if self.cache is not None and self.cache.fingerprint != first_pass_fingerprint(self.net):
+            raise ValueError(f"{self.cache.path} holds prior reviews of another first pass than the VGII model "
+                             f"in {config.out}/vgii/final.pt: run `dcmif train vgii` again with this --out")
         for module in (self.net.ren, self.net.rin, self.film):
             module.requires_grad_(False)
         self.weights = with_overrides(AFRIWeights(), config.extra.get("loss_weights"))
