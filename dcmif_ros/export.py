@@ -35,6 +35,7 @@ DUAL_INPUT_NAMES = ["luminance", "infrared"]
 DUAL_OUTPUT_NAMES = ["fused", "gate"]  # the gate only for models that have one
 FP16_TOLERANCE = 4.0 / 255  # max abs error of any output on [0, 1]: four grey levels of an 8-bit image
 ORT_LOG_ERRORS_ONLY = 3
+FILM_PROBE_SCALE = 0.1  # spread of the probe's γ around 1 (β: half of it)
 FP16_PROBE_SIZES = ((480, 640), (96, 128))  # (height, width), multiples of every preset's pad_multiple
 
 
@@ -74,9 +75,10 @@ def probe_image(height: int, width: int, seed: int) -> np.ndarray:
     return np.clip(image / image.max(), 0, 1).astype(np.float32)[None, None]
 
 
-def export_fp16(onnx_path: Path, extra_inputs: dict[str, np.ndarray]) -> dict:
+def export_fp16(onnx_path: Path, extra_inputs: list[dict[str, np.ndarray]]) -> dict:
     """Write ``<name>.fp16.onnx`` if it matches the fp32 graph within ``FP16_TOLERANCE`` on the probe frames
-    (image inputs: ``probe_image``; ``extra_inputs``: the rest, e.g. identity FiLM); returns the manifest entry."""
+    (image inputs: ``probe_image``; each of ``extra_inputs`` supplies the rest, e.g. identity and modulated
+    FiLM, and is probed in turn); returns the manifest entry."""
     import onnx
     import onnxruntime as ort
     from onnxconverter_common import float16
@@ -90,13 +92,13 @@ def export_fp16(onnx_path: Path, extra_inputs: dict[str, np.ndarray]) -> dict:
     options.log_severity_level = ORT_LOG_ERRORS_ONLY  # constant folding warns about fp16 ops it cannot fold
     sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
                 for p in (onnx_path, fp16_path)]
-    image_inputs = [i.name for i in sessions[0].get_inputs() if i.name not in extra_inputs]
+    image_inputs = [i.name for i in sessions[0].get_inputs() if i.name not in extra_inputs[0]]
     error = 0.0
     for index, (height, width) in enumerate(FP16_PROBE_SIZES):
-        feed = {name: probe_image(height, width, seed=index * 10 + k) for k, name in enumerate(image_inputs)}
-        feed |= extra_inputs
-        full, half = (session.run(None, feed) for session in sessions)
-        error = max(error, *(float(np.abs(a - b).max()) for a, b in zip(full, half)))
+        images = {name: probe_image(height, width, seed=index * 10 + k) for k, name in enumerate(image_inputs)}
+        for extra in extra_inputs:
+            full, half = (session.run(None, images | extra) for session in sessions)
+            error = max(error, *(float(np.abs(a - b).max()) for a, b in zip(full, half)))
     entry = {"tolerance": FP16_TOLERANCE, "max_abs_error": error, "probe_sizes": [list(s) for s in FP16_PROBE_SIZES]}
     if error > FP16_TOLERANCE:
         fp16_path.unlink()
@@ -104,7 +106,16 @@ def export_fp16(onnx_path: Path, extra_inputs: dict[str, np.ndarray]) -> dict:
     return entry | {"file": fp16_path.name, "sha256": sha256(fp16_path)}
 
 
-def fp16_entry(onnx_path: Path, extra_inputs: dict[str, np.ndarray]) -> dict:
+def film_probes(atoms: int) -> list[dict[str, np.ndarray]]:
+    """FiLM inputs the fp16 check runs with: identity, and a seeded modulation of the size priors produce."""
+    rng = np.random.default_rng(0)
+    identity = {"gamma": np.ones((1, atoms), np.float32), "beta": np.zeros((1, atoms), np.float32)}
+    modulated = {"gamma": (1 + FILM_PROBE_SCALE * rng.standard_normal((1, atoms))).astype(np.float32),
+                 "beta": (FILM_PROBE_SCALE / 2 * rng.standard_normal((1, atoms))).astype(np.float32)}
+    return [identity, modulated]
+
+
+def fp16_entry(onnx_path: Path, extra_inputs: list[dict[str, np.ndarray]]) -> dict:
     """``export_fp16``'s manifest entry; a failure there costs the fp16 graph, never the fp32 export."""
     try:
         return export_fp16(onnx_path, extra_inputs)
@@ -152,9 +163,8 @@ def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: s
              beta_weight=film.beta.weight.detach().numpy(), beta_bias=film.beta.bias.detach().numpy())
     manifest = common_manifest(KIND_VISIBLE, f"dcmif-{config.name}", config, net, INPUT_NAMES, OUTPUT_NAMES,
                                onnx_path, source, trained, bundle.metadata)
-    gamma, beta = (t.numpy() for t in net.identity_film())
     manifest |= {
-        "fp16": fp16_entry(onnx_path, {"gamma": gamma, "beta": beta}),
+        "fp16": fp16_entry(onnx_path, film_probes(config.atoms)),
         "atoms": config.atoms,
         "kernel_size": config.kernel_size,
         "prior_encoder_id": bundle.prior_encoder_id,
@@ -181,6 +191,6 @@ def export_dual(net: torch.nn.Module, out_dir: str | Path, name: str, architectu
     export_graph(net, example, onnx_path, DUAL_INPUT_NAMES, outputs, image_inputs=DUAL_INPUT_NAMES)
     manifest = common_manifest(KIND_DUAL, f"{architecture}-{config.name}", config, net, DUAL_INPUT_NAMES, outputs,
                                onnx_path, source, trained, metadata or {})
-    manifest["fp16"] = fp16_entry(onnx_path, {})
+    manifest["fp16"] = fp16_entry(onnx_path, [{}])
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return onnx_path
