@@ -153,8 +153,8 @@ def markdown(report: dict) -> str:
                   for label, c in report["bar"].items()]
     if report.get("timing"):
         lines += ["", f"## CPU cost per {TIMING_SIZE[0]}×{TIMING_SIZE[1]} frame", "",
-                  f"Host: {report['host']}. Median of {TIMING_RUNS} runs, pre/post-processing included, while other "
-                  "jobs shared the CPU (see the docs for the conditions).", "",
+                  f"Host: {report['host']}. Median of {TIMING_RUNS} runs, pre/post-processing included (see the "
+                  "docs for the conditions).", "",
                   "| method | median ms | p90 ms | parameters | GFLOPs |", "|---|---|---|---|---|"]
         for label, t in report["timing"].items():
             cost = report["costs"].get(label, {})
