@@ -72,8 +72,8 @@ def run_benchmark(settings: BenchmarkSettings) -> list[dict]:
     from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
 
     pipeline = FusionPipeline(PipelineConfig(model_path=settings.model_path, provider=settings.provider,
-                                             precision=settings.precision, processing_size=settings.processing_size, prior=settings.prior,
-                                             threads=settings.threads))
+                                             precision=settings.precision, processing_size=settings.processing_size,
+                                             prior=settings.prior, threads=settings.threads))
     results = []
     try:
         for width, height in settings.sizes:

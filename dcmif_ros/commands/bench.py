@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = BenchmarkSettings(
         model_path=Path(args.model_path or Path("models") / f"dcmif_{args.model}.onnx"),
-        sizes=args.sizes, provider=args.provider, precision=args.precision, runs=args.runs, threads=args.threads or None,
+        sizes=args.sizes, provider=args.provider, precision=args.precision, runs=args.runs,
+        threads=args.threads or None,
         processing_size=args.processing_size[0] if args.processing_size else None,
         compare_torch=not args.no_torch, prior=args.prior,
     )
