@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         torch_part = f"  torch eager {row['torch_latency_ms']['median']:.1f} ms (onnxruntime {row['speedup_vs_torch']:.2f}x)" \
             if "torch_latency_ms" in row else ""
         stages = "  ".join(f"{k} {v['median']:.1f}" for k, v in row["stages"].items())
-        print(f"{row['model']:>12} {row['size']:>10} {row['provider']:>8}: {row['fps']:6.1f} fps  "
+        where = f"{row['provider']}/{row['precision']}"
+        print(f"{row['model']:>12} {row['size']:>10} {where:>13}: {row['fps']:6.1f} fps  "
               f"median {row['latency_ms']['median']:.1f} ms  p95 {row['latency_ms']['p95']:.1f} ms  [{stages}]{torch_part}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
