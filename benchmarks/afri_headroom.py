@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from dcmif_ros.checkpoint import load_bundle
-from dcmif_ros.image_codec import read_image
 from dcmif_ros.prior import make_prior_encoder
 from dcmif_ros.training.data import collect_pairs
 from dcmif_ros.training.losses import sobel_magnitude
-from dcmif_ros.training.stages import load_full_pair
+from dcmif_ros.training.stages import load_full_pair, review_first_pass
 
 WARM_QUANTILE = 0.9  # warm region: the hottest 10 % of the real infrared's pixels
 BRIGHTER_BY = 2 / 255  # a pseudo-IR pixel "beats" the visible one when it is brighter by two grey levels
@@ -39,10 +38,7 @@ def measure_pair(bundle, encoder, pair) -> dict[str, float]:
     vis, ir = load_full_pair(pair, net.config.pad_multiple, "cpu")
     gamma, beta = net.identity_film()
     if encoder is not None:  # the product path: the prior reviews the first-pass pseudo-IR
-        first = net.infer(vis, gamma, beta).pseudo_ir[0, 0].clamp(0, 1).numpy()
-        bgr = read_image(pair.visible_path)[: first.shape[0], : first.shape[1]]
-        features = torch.from_numpy(np.array(encoder.encode(bgr, first).features, np.float32))[None]
-        gamma, beta = bundle.film(features)
+        gamma, beta = bundle.film(torch.from_numpy(review_first_pass(net, encoder, vis, pair.visible_path))[None])
     out = net.infer(vis, gamma, beta)
     pseudo = out.pseudo_ir.clamp(0, 1)
     headroom = lambda other: float((torch.maximum(vis, other) - vis).mean())

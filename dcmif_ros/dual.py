@@ -23,9 +23,9 @@ from dcmif_ros.models.dictionary import synthesize
 from dcmif_ros.models.jsrl import JSRL, REN
 from dcmif_ros.models.lrcfuse import LRCFuse, LRCFuseConfig
 from dcmif_ros.training.loop import TrainConfig
-from dcmif_ros.training.losses import max_gradient_l1, max_intensity_l1, with_overrides
+from dcmif_ros.training.losses import with_overrides
 from dcmif_ros.training.lrcfuse_stage import fusion_validation
-from dcmif_ros.training.stages import AFRIWeights, jsrl_from_output, load_stage_output
+from dcmif_ros.training.stages import AFRIWeights, afri_losses, jsrl_from_output, load_stage_output
 
 CHECKPOINT_FORMAT = "dcmif-dual-checkpoint/1"
 DUAL_DCMIF = "dcmif-dual"
@@ -144,9 +144,7 @@ class DualDCMIFStage:
     def losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         vis, ir = batch["vis"], batch["ir"]
         fused, gate = self.model(vis, ir)
-        terms = {"int": max_intensity_l1(fused, vis, ir), "grad": max_gradient_l1(fused, vis, ir)}
-        return {"total": self.weights.intensity * terms["int"] + self.weights.gradient * terms["grad"], **terms,
-                "gate": gate.mean().detach()}
+        return afri_losses(fused, vis, ir, gate, self.weights)
 
     def validate(self) -> dict[str, float]:
         self.model.rfn.eval()

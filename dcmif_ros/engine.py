@@ -108,25 +108,36 @@ def load_manifest(model_path: Path) -> dict:
     return manifest
 
 
-def select_graph(model_path: Path, manifest: dict, precision: str, first_provider: str) -> tuple[Path, str]:
-    """The graph file to load and its precision: the fp32 export, or the fp16 one beside it (auto: on CUDA,
-    where the export found it within tolerance of fp32)."""
+def verified_beside(model_path: Path, file_name: str, expected_sha256: str, what: str) -> Path:
+    """A file the manifest lists beside the model, checked to exist and to be the one the export wrote."""
+    path = model_path.with_name(file_name)
+    if not path.is_file():
+        raise EngineError(f"{what} not found: {path}")
+    if sha256(path) != expected_sha256:
+        raise EngineError(f"{path} does not match the manifest (sha256 differs)")
+    return path
+
+
+def graph_precision(manifest: dict, precision: str, first_provider: str) -> str:
+    """fp32 or fp16 for ``precision`` (auto: fp16 on CUDA, where the export found it within tolerance)."""
     if precision not in PRECISION_CHOICES:
         raise EngineError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}")
-    entry = manifest.get("fp16") or {}
-    if precision == "auto":
-        precision = "fp16" if first_provider == "CUDAExecutionProvider" and entry.get("file") else "fp32"
+    if precision != "auto":
+        return precision
+    has_fp16 = bool((manifest.get("fp16") or {}).get("file"))
+    return "fp16" if first_provider == "CUDAExecutionProvider" and has_fp16 else "fp32"
+
+
+def select_graph(model_path: Path, manifest: dict, precision: str, first_provider: str) -> tuple[Path, str]:
+    """The graph file to load and its precision: the fp32 export, or the fp16 one beside it."""
+    precision = graph_precision(manifest, precision, first_provider)
     if precision == "fp32":
         return model_path, precision
+    entry = manifest.get("fp16") or {}
     if not entry.get("file"):
         why = entry.get("reason", "exported before fp16 graphs existed")
         raise EngineError(f"{model_path.with_suffix('.json')} has no fp16 graph ({why}); use precision fp32")
-    path = model_path.with_name(entry["file"])
-    if not path.is_file():
-        raise EngineError(f"fp16 graph not found: {path}")
-    if sha256(path) != entry["sha256"]:
-        raise EngineError(f"{path} does not match the manifest (sha256 differs)")
-    return path, precision
+    return verified_beside(model_path, entry["file"], entry["sha256"], "fp16 graph"), precision
 
 
 def provider_options(providers: list[str]) -> list[tuple[str, dict]]:
@@ -211,8 +222,7 @@ class FusionEngine:
         self.warm_up()
 
     def _choices(self, first_provider: str, precision: str) -> tuple:
-        return select_graph(self.model_path, self.manifest, precision, first_provider), \
-            graph_optimization_level(first_provider)
+        return graph_precision(self.manifest, precision, first_provider), graph_optimization_level(first_provider)
 
     def _open_session(self, requested: list[str], first_provider: str, precision: str, threads: int | None):
         """An onnxruntime session over ``requested``, with the graph and optimisation level for
@@ -231,11 +241,8 @@ class FusionEngine:
         return session, chosen
 
     def _load_film(self) -> dict[str, np.ndarray]:
-        path = self.model_path.with_name(self.manifest["film_file"])
-        if not path.is_file():
-            raise EngineError(f"FiLM heads not found: {path}")
-        if sha256(path) != self.manifest["film_sha256"]:
-            raise EngineError(f"{path} does not match the manifest (sha256 differs)")
+        path = verified_beside(self.model_path, self.manifest["film_file"], self.manifest["film_sha256"],
+                               "FiLM heads")
         with np.load(path) as data:
             return {k: data[k].astype(np.float32) for k in data.files}
 

@@ -14,8 +14,15 @@ from dcmif_ros.training.losses import with_overrides
 from dcmif_ros.training.stages import AFRIWeights, VGIIWeights
 
 STEPS = 3
-SMALL_RUN = ["--steps", str(STEPS), "--batch-size", "2", "--crop", "32", "--val-every", str(STEPS),
-             "--val-images", "1", "--checkpoint-every", "2", "--prior", "none"]
+
+
+def small_run(steps: int = STEPS, prior: str = "none") -> list[str]:
+    """Arguments of a few-step training run that validates at its last step."""
+    return ["--steps", str(steps), "--batch-size", "2", "--crop", "32", "--val-every", str(steps),
+            "--val-images", "1", "--checkpoint-every", "2", "--prior", prior]
+
+
+SMALL_RUN = small_run()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +89,7 @@ def test_resume_continues_from_the_last_checkpoint(synthetic_dataset, chain, tmp
     out = run_on(chain, tmp_path)
     for stage in ("vgii", "afri"):
         shutil.copytree(chain / stage, out / stage)
-    arguments = [a if a != str(STEPS) else str(STEPS + 1) for a in SMALL_RUN]
+    arguments = small_run(STEPS + 1)
     assert dcmif(["train", "afri", "--data", str(synthetic_dataset), "--out", str(out), *arguments, "--resume"]) == 0
     assert f"at step {STEPS}" in capsys.readouterr().out
     assert [r["step"] for r in log_records(out / "afri")] == list(range(1, STEPS + 2))
@@ -153,8 +160,7 @@ def test_film_trains_last_on_features_of_the_final_first_pass(synthetic_dataset,
     from dcmif_ros.training.stages import PriorFeatureCache, first_pass_fingerprint
 
     out = run_on(chain, tmp_path)
-    arguments = [a if a != "none" else "embedded" for a in SMALL_RUN]
-    arguments = [a if a != str(STEPS) else "4" for a in arguments]
+    arguments = small_run(4, prior="embedded")
     assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(out), *arguments]) == 0
     vgii = torch.load(out / "vgii" / "final.pt", weights_only=False)
     net = DCMIFNet(DCMIFConfig.from_dict(torch.load(chain / "jsrl" / "final.pt", weights_only=False)["model_config"]))

@@ -72,11 +72,10 @@ def loss_weights_per_stage(stages: tuple[str, ...], overrides: dict[str, float])
     (``gradient`` reaches both VGII and AFRI); a name no stage has is an error before any training."""
     if len(stages) == 1:
         return {stages[0]: overrides}
-    from dataclasses import fields
-
+    from dcmif_ros.training.losses import weight_names
     from dcmif_ros.training.stages import STAGE_WEIGHTS
 
-    shares = {stage: {k: v for k, v in overrides.items() if k in {f.name for f in fields(STAGE_WEIGHTS[stage])}}
+    shares = {stage: {k: v for k, v in overrides.items() if k in weight_names(STAGE_WEIGHTS[stage])}
               for stage in stages}
     unknown = sorted(set(overrides) - {name for share in shares.values() for name in share})
     if unknown:

@@ -38,12 +38,17 @@ def max_gradient_l1(fused: torch.Tensor, first: torch.Tensor, second: torch.Tens
     return F.l1_loss(sobel_magnitude(fused), torch.maximum(sobel_magnitude(first), sobel_magnitude(second)))
 
 
+def weight_names(weights) -> set[str]:
+    """The scalar weights of a stage's weights dataclass (or instance): what ``--loss-weights`` may set."""
+    return {f.name for f in fields(weights) if f.type in (float, "float")}
+
+
 def with_overrides(weights: Weights, overrides: dict[str, float] | None) -> Weights:
     """``weights`` (a frozen dataclass) with the ``--loss-weights NAME=VALUE`` overrides applied; an unknown
     name is an error that lists the names this stage has."""
     if not overrides:
         return weights
-    names = {f.name for f in fields(weights) if f.type in (float, "float")}
+    names = weight_names(weights)
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"unknown loss weight(s) {', '.join(unknown)} for {type(weights).__name__}; "

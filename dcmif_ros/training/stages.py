@@ -54,6 +54,15 @@ class AFRIWeights:
 STAGE_WEIGHTS = {"jsrl": JSRLWeights, "vgii": VGIIWeights, "afri": AFRIWeights}
 
 
+def afri_losses(fused: torch.Tensor, visible: torch.Tensor, infrared: torch.Tensor, gate: torch.Tensor,
+                weights: AFRIWeights) -> dict[str, torch.Tensor]:
+    """AFRI's objective, max-intensity + max-gradient against (visible, infrared), with the mean gate logged;
+    the dual-modal gate trains on it too."""
+    terms = {"int": max_intensity_l1(fused, visible, infrared), "grad": max_gradient_l1(fused, visible, infrared)}
+    return {"total": weights.intensity * terms["int"] + weights.gradient * terms["grad"], **terms,
+            "gate": gate.mean().detach()}
+
+
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
     mse = F.mse_loss(prediction.clamp(0, 1), target).item()
     return float(10 * np.log10(1.0 / max(mse, 1e-12)))
@@ -140,6 +149,16 @@ def first_pass_fingerprint(net: DCMIFNet) -> str:
     return digest.hexdigest()
 
 
+@torch.no_grad()
+def review_first_pass(net: DCMIFNet, encoder, luminance: torch.Tensor, visible_path: Path) -> np.ndarray:
+    """F_text for one pair: the prior's review of the visible image and its first-pass (identity FiLM)
+    pseudo-IR, as the pipeline computes it on a refresh."""
+    pseudo_ir = net.infer(luminance, *net.identity_film()).pseudo_ir
+    pseudo = pseudo_ir[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
+    bgr = read_image(visible_path)[: pseudo.shape[0], : pseudo.shape[1]]
+    return np.array(encoder.encode(bgr, pseudo).features, np.float32)
+
+
 class PriorFeatureCache:
     """F_text for every training pair, computed by the prior backend and kept on disk, with the fingerprint
     of the first pass it reviewed (features of another RIN's pseudo-IR would train FiLM on the wrong input)."""
@@ -162,16 +181,9 @@ class PriorFeatureCache:
             return
         from tqdm import tqdm
         net.eval()
-        multiple = net.config.pad_multiple
         for pair in tqdm(missing, desc=f"prior features ({encoder.encoder_id})"):
-            bgr = read_image(pair.visible_path)
-            vis, _ = load_full_pair(pair, multiple, "cpu")
-            with torch.no_grad():
-                gamma, beta = net.identity_film()
-                pseudo_ir = net.infer(vis.to(net.dictionary.device), gamma, beta).pseudo_ir
-            pseudo = pseudo_ir[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
-            bgr = bgr[: pseudo.shape[0], : pseudo.shape[1]]
-            self.features[pair.name] = torch.from_numpy(np.array(encoder.encode(bgr, pseudo).features, np.float32))
+            vis, _ = load_full_pair(pair, net.config.pad_multiple, net.dictionary.device)
+            self.features[pair.name] = torch.from_numpy(review_first_pass(net, encoder, vis, pair.visible_path))
         self.fingerprint = fingerprint
         tmp = self.path.with_suffix(".tmp")
         torch.save({"fingerprint": fingerprint, "features": self.features}, tmp)
@@ -320,9 +332,7 @@ class AFRIStage:
         gamma, beta = self.film_for_pairs(self.train_pairs, batch["index"])
         out = self.net.infer(vis, gamma, beta)
         infrared = batch["ir"] if self.target == "real_ir" else out.pseudo_ir.detach()
-        terms = {"int": max_intensity_l1(out.fused, vis, infrared), "grad": max_gradient_l1(out.fused, vis, infrared)}
-        return {"total": self.weights.intensity * terms["int"] + self.weights.gradient * terms["grad"], **terms,
-                "gate": out.gate.mean().detach()}
+        return afri_losses(out.fused, vis, infrared, out.gate, self.weights)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
