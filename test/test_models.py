@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dcmif_ros.models import JSRL, DCMIFNet, FiLMHeads, get_config
 from dcmif_ros.models.dcmif import dcmif_from_jsrl
+from dcmif_ros.models.blocks import CoefficientBackbone
+from dcmif_ros.models.config import BackboneConfig
+from dcmif_ros.models.dcmif import ren_from_jsrl
 from dcmif_ros.models.dictionary import (
     DictionaryNormalEquations,
+    blocked_correlate,
+    circular_pad,
     coefficient_solve_fft,
-    coefficient_solve_spatial,
     normalize_atoms,
     solver_filter,
     synthesize,
@@ -48,9 +53,16 @@ def test_fft_coefficient_solve_is_the_exact_minimiser(dictionary):
     assert (solution - x0).abs().max() > 1e-2
 
 
+def spatial_solve(x0, image, dictionary, kernel):
+    """The CSB in real arithmetic, term by term: x0 + Dᵀ(h ⊛ (y − D⋆x0))."""
+    residual = image - synthesize(x0, dictionary)
+    filtered = F.conv2d(circular_pad(residual, kernel.shape[-1] // 2), kernel)
+    return x0 + synthesize_adjoint(filtered, dictionary)
+
+
 @pytest.mark.parametrize("height,width", [(72, 80), (97, 131)])
 def test_spatial_solve_matches_fft_solve_up_to_the_recorded_truncation(height, width):
-    """REN's exportable solve reproduces the FFT solve; the gap shrinks with the filter size."""
+    """The FFT-free solve reproduces the FFT solve; the gap shrinks with the filter size."""
     torch.manual_seed(3)
     dictionary = normalize_atoms(torch.randn(1, TINY.atoms, 5, 5))
     weight = 1.0
@@ -60,10 +72,42 @@ def test_spatial_solve_matches_fft_solve_up_to_the_recorded_truncation(height, w
     errors = []
     for size in (15, TINY.solver_kernel_size, 45):
         kernel, tail = solver_filter(dictionary, weight, size)
-        errors.append(float((exact - coefficient_solve_spatial(x0, image, dictionary, kernel)).abs().max()))
+        errors.append(float((exact - spatial_solve(x0, image, dictionary, kernel)).abs().max()))
     assert errors[0] > errors[1] > errors[2]
     assert errors[1] < 1e-3 * float(exact.abs().max())
     assert errors[2] < 1e-4 * float(exact.abs().max())
+
+
+@pytest.mark.parametrize("size,factor", [(5, 4), (33, 4), (39, 4), (31, 2)])
+def test_blocked_correlation_is_the_direct_correlation(size, factor):
+    torch.manual_seed(size)
+    kernel = torch.randn(1, 1, size, size, dtype=torch.float64)
+    image = torch.rand(2, 1, 48, 64, dtype=torch.float64)
+    direct = F.conv2d(circular_pad(image, size // 2), kernel)
+    assert torch.allclose(blocked_correlate(image, kernel, factor), direct, atol=1e-10)
+
+
+@pytest.mark.parametrize("height,width", [(72, 80), (TINY.min_side, 2 * TINY.min_side)])
+def test_ren_folded_solve_equals_the_term_by_term_solve(height, width):
+    """REN's two-convolution solve is H⋆y + Dᵀ(h ⊛ (y − D⋆H⋆y)) up to the cropped tail of its kernel."""
+    torch.manual_seed(4)
+    jsrl = JSRL(TINY)
+    with torch.no_grad():
+        for head in jsrl.heads.values():
+            head.conv.weight.normal_(std=0.1)
+    ren = ren_from_jsrl(jsrl)
+    image = torch.rand(2, 1, height, width)
+    with torch.no_grad():
+        reference = spatial_solve(ren.head(image), image, ren.dictionary, ren.solver_kernel)
+        folded = ren.solve(image)
+    assert (folded - reference).abs().max() < 1e-4 * reference.abs().max()
+
+
+def test_backbone_with_two_inputs_is_the_backbone_of_their_concatenation():
+    torch.manual_seed(5)
+    backbone = CoefficientBackbone(12, 4, BackboneConfig(width=8))
+    a, b = torch.randn(1, 5, 32, 32), torch.randn(1, 7, 32, 32)
+    assert torch.allclose(backbone(a, b), backbone(torch.cat([a, b], dim=1)), atol=1e-6)
 
 
 def test_dictionary_solve_is_the_exact_minimiser(dictionary):

@@ -10,6 +10,7 @@ with the matching transposed convolution. That is how the ``tiny`` preset stays 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dcmif_ros.models.config import BackboneConfig
@@ -80,8 +81,18 @@ class CoefficientBackbone(nn.Module):
         nn.init.normal_(self.exit.weight, std=NEAR_ZERO_INIT_STD)
         nn.init.zeros_(self.exit.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        upper = self.upper(self.entry(x))
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Several inputs act as their channel concatenation, without building it at full resolution: the
+        entry convolution is applied per input with its slice of the weights and summed at low resolution."""
+        upper = self.upper(self.enter(inputs))
         lower = self.lower(self.down(upper))
         merged = self.merge(upper + self.up(lower))
         return self.exit(merged)
+
+    def enter(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if len(inputs) == 1:
+            return self.entry(inputs[0])
+        weights = self.entry.weight.split([x.shape[1] for x in inputs], dim=1)
+        stride = self.entry.stride
+        entered = [F.conv2d(x, w, stride=stride) for x, w in zip(inputs, weights)]
+        return sum(entered[1:], entered[0]) + self.entry.bias.reshape(1, -1, 1, 1)

@@ -58,7 +58,7 @@ class RFN(nn.Module):
         self.backbone = CoefficientBackbone(2 * config.atoms, config.atoms, config.rfn)
 
     def forward(self, vis: torch.Tensor, pseudo_ir: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.backbone(torch.cat([vis, pseudo_ir], dim=1)))  # W_pir, (N, B, H, W)
+        return torch.sigmoid(self.backbone(vis, pseudo_ir))  # W_pir, (N, B, H, W)
 
 
 @dataclass

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dcmif_ros.models.dictionary import coefficient_solve_spatial
 
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3))  # (width, convolutions) up to relu4_3
 IMAGENET_GREY_MEAN = 0.449  # mean of ImageNet's RGB means, the grey level VGG inputs are centred on
@@ -125,7 +124,7 @@ class JSRLFeatures(nn.Module):
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         ren = self.ren
         initial = ren.head(image)
-        solved = coefficient_solve_spatial(initial, image, ren.dictionary, ren.solver_kernel)
+        solved = ren.solve(image)
         sparse = ren.coenet(solved, ren.prox_weight)
         return [PIXEL_SCALE * level for level in (initial, solved, sparse, F.avg_pool2d(sparse, JSRL_DEEP_POOL))]
 

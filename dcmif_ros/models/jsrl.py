@@ -12,14 +12,18 @@ identity), and the DSB is one joint float64 solve (not two float32 Cholesky solv
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dcmif_ros.models.blocks import NEAR_ZERO_INIT_STD, CoefficientBackbone, soft_threshold
-from dcmif_ros.models.config import BackboneConfig, DCMIFConfig
+from dcmif_ros.models.config import SOLVE_BLOCK, BackboneConfig, DCMIFConfig
 from dcmif_ros.models.dictionary import (
     DictionaryNormalEquations,
+    adjoint_weight,
+    blocked_correlate,
+    circular_pad,
     coefficient_solve_fft,
-    coefficient_solve_spatial,
+    correlation_kernel,
     normalize_atoms,
     synthesize,
 )
@@ -145,12 +149,18 @@ class JSRL(nn.Module):
 class REN(nn.Module):
     """The frozen JSRL encoder for one modality, in exportable form (spatial CSB, no FFT).
 
-    Built from a trained JSRL: HeadNet, the CSB with D₀ and its learned data weight, and CoeNet.
+    Built from a trained JSRL: HeadNet, the CSB with D₀ and its learned data weight, and CoeNet. Since the
+    CSB starts from x₀ = H⋆y, it is linear in y and folds exactly into two convolutions:
+        x = H⋆y + Dᵀ(h ⊛ (y − D⋆H⋆y)) = [H | Dᵀ] ⋆ [y, k⋆y],   k = h ∘ (δ − D∘H),
+    one single-channel k (the 31×31 h widened by the 9×9 D∘H, cropped to ``config.solve_kernel_size`` and
+    run on 4×4 pixel blocks) and one 2→B 5×5 convolution, instead of four full-resolution convolutions, two
+    of them 16→1. k is derived from the stored h, H and D₀ on every call, so checkpoints keep the paper's
+    terms and the folded form can never drift from them.
     """
 
     def __init__(self, config: DCMIFConfig, modality: str = "vis"):
         super().__init__()
-        self.modality = modality
+        self.modality, self.solve_radius = modality, config.solve_radius
         atoms, k = config.atoms, config.kernel_size
         self.head = HeadNet(atoms, k)
         self.coenet = CoeNet(atoms, config.coenet)
@@ -159,6 +169,24 @@ class REN(nn.Module):
         self.register_buffer("prox_weight", torch.tensor(1.0))
         self.register_buffer("solver_truncation", torch.tensor(0.0))
 
+    def residual_solve_kernel(self) -> torch.Tensor:
+        """k: the single-channel kernel of y ↦ h ⊛ (y − D⋆H⋆y), cropped to ``config.solve_kernel_size``."""
+        solver_radius = self.solver_kernel.shape[-1] // 2
+
+        def residual_solve(image: torch.Tensor) -> torch.Tensor:
+            residual = image - synthesize(self.head(image), self.dictionary)
+            return F.conv2d(circular_pad(residual, solver_radius), self.solver_kernel)
+
+        exact_radius = solver_radius + 2 * (self.dictionary.shape[-1] // 2)
+        kernel = correlation_kernel(residual_solve, exact_radius, like=self.solver_kernel)
+        crop = max(exact_radius - self.solve_radius, 0)
+        return kernel[..., crop : kernel.shape[-2] - crop, crop : kernel.shape[-1] - crop]
+
+    def solve(self, image: torch.Tensor) -> torch.Tensor:
+        """The CSB from x₀ = H⋆y (before CoeNet). H and W must be multiples of ``SOLVE_BLOCK``."""
+        filtered = blocked_correlate(image, self.residual_solve_kernel(), SOLVE_BLOCK)
+        analysis = torch.cat([self.head.conv.weight, adjoint_weight(self.dictionary)], dim=1)  # (B, 2, k, k)
+        return F.conv2d(circular_pad(torch.cat([image, filtered], dim=1), self.dictionary.shape[-1] // 2), analysis)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        solved = coefficient_solve_spatial(self.head(image), image, self.dictionary, self.solver_kernel)
-        return self.coenet(solved, self.prox_weight)
+        return self.coenet(self.solve(image), self.prox_weight)
