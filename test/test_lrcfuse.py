@@ -77,6 +77,13 @@ def test_any_image_size_is_fused(height, width):
     assert fused.shape == (1, 1, height, width) and torch.isfinite(fused).all()
 
 
+def test_decoder_computes_its_transposed_convolutions_as_convolutions():
+    torch.manual_seed(2)
+    decoder = LRCFuse(get_config("tiny")).decoder
+    features = torch.randn(1, get_config("tiny").feature_channels, 23, 30)
+    assert torch.allclose(decoder(features), decoder.layers(features), atol=1e-5)
+
+
 def test_tiny_fits_the_cpu_budget_and_paper_matches_the_paper_size():
     from torch.utils.flop_counter import FlopCounterMode
 

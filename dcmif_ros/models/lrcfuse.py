@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dcmif_ros.models.blocks import soft_threshold
@@ -206,7 +207,18 @@ class Decoder(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.layers(features)
+        for layer in self.layers:
+            features = stride_one_transposed_as_conv(layer, features) if isinstance(layer, nn.ConvTranspose2d) else layer(features)
+        return features
+
+
+def stride_one_transposed_as_conv(layer: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """A stride-1 transposed convolution computed as the convolution it equals (weights swapped in/out and
+    flipped, padding k − 1 − p): the same values, and onnxruntime runs Conv about 3× faster than ConvTranspose
+    (the decoder's first layer: 50 → 16 ms of a 640×480 frame)."""
+    kernel = layer.weight.shape[-1]
+    weight = layer.weight.transpose(0, 1).flip(-1, -2)
+    return F.conv2d(x, weight, layer.bias, padding=kernel - 1 - layer.padding[0])
 
 
 @dataclass
