@@ -44,7 +44,7 @@ def measure(size: str) -> dict:
     coefficients = torch.rand(1, config.atoms, HEIGHT, WIDTH)
     ren = net.ren
     # REN derives its solve kernel from its weights on every call; the ONNX graph holds it as a constant
-    kernel_derivation = gflops(ren.residual_solve_kernel)
+    kernel_derivation = gflops(ren.solve_weight)
     stages = {
         "REN solve (HeadNet and CSB, folded)": round(gflops(lambda: ren.solve(image)) - kernel_derivation, 3),
         "REN CoeNet": gflops(lambda: ren.coenet(coefficients, ren.prox_weight)),

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from dcmif_ros.checkpoint import DCMIFBundle
+from dcmif_ros.models.jsrl import REN, frozen_encoders
 
 OPSET = 17
 FORBIDDEN_OPS = {"DFT", "STFT"}
@@ -54,7 +55,7 @@ def export_graph(net: torch.nn.Module, example: tuple, onnx_path: Path, input_na
 
     spatial = {2: "height", 3: "width"}
     dynamic = {name: spatial for name in image_inputs + output_names}
-    with torch.no_grad():
+    with torch.no_grad(), frozen_encoders(net):
         torch.onnx.export(net, example, str(onnx_path), input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
     graph = onnx.load(str(onnx_path))
@@ -145,7 +146,13 @@ def common_manifest(kind: str, model: str, config, net: torch.nn.Module, inputs:
         "weights_file": Path(source).name if source else None,
         "weights_sha256": sha256(source) if source else None,
         "metadata": metadata,
-    }
+    } | solve_truncations(net)
+
+
+def solve_truncations(net: torch.nn.Module) -> dict:
+    """{"solve_truncation": {REN name: energy its solve-kernel crop drops}} for graphs with a REN, else {}."""
+    truncations = {name: module.solve_truncation() for name, module in net.named_modules() if isinstance(module, REN)}
+    return {"solve_truncation": truncations} if truncations else {}
 
 
 def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: str | Path | None = None,

@@ -29,6 +29,20 @@ def test_graph_is_dynamic_and_free_of_fft(random_tiny_onnx):
     assert dims[2:] == ["height", "width"]
 
 
+def test_graph_carries_the_solve_kernel_as_a_constant(random_tiny_onnx):
+    """REN derives its solve kernel from its weights (convolutions of an impulse, a gather); the export freezes
+    it, so no convolution or gather of the graph runs on constants alone (it would be recomputed on every
+    frame where onnxruntime cannot fold it, as in fp16 graphs)."""
+    graph = onnx.load(str(random_tiny_onnx)).graph
+    constants = {init.name for init in graph.initializer}
+    constants |= {out for node in graph.node if node.op_type == "Constant" for out in node.output}
+    derived = [node.name for node in graph.node if node.op_type in {"Conv", "Gather", "ScatterND"}
+               and all(name in constants or not name for name in node.input)]
+    assert not derived
+    manifest = json.loads(random_tiny_onnx.with_suffix(".json").read_text())
+    assert 0.0 <= manifest["solve_truncation"]["ren"] < 1e-3
+
+
 @pytest.mark.parametrize("height,width", [(64, 64), (240, 320), (481, 641), (37, 53), (5, 3)])
 def test_onnxruntime_matches_pytorch(engine, random_tiny_bundle, height, width):
     rng = np.random.default_rng(height * width)

@@ -6,19 +6,19 @@ import torch
 import torch.nn.functional as F
 
 from dcmif_ros.models import JSRL, DCMIFNet, FiLMHeads, get_config
-from dcmif_ros.models.dcmif import dcmif_from_jsrl
 from dcmif_ros.models.blocks import CoefficientBackbone
 from dcmif_ros.models.config import BackboneConfig
-from dcmif_ros.models.dcmif import ren_from_jsrl
+from dcmif_ros.models.dcmif import dcmif_from_jsrl, ren_from_jsrl
 from dcmif_ros.models.dictionary import (
     DictionaryNormalEquations,
+    adjoint_weight,
+    block_kernel,
     blocked_correlate,
     circular_pad,
     coefficient_solve_fft,
     normalize_atoms,
     solver_filter,
     synthesize,
-    synthesize_adjoint,
 )
 
 TINY = get_config("tiny")
@@ -53,6 +53,11 @@ def test_fft_coefficient_solve_is_the_exact_minimiser(dictionary):
     assert (solution - x0).abs().max() > 1e-2
 
 
+def synthesize_adjoint(residual, dictionary):
+    """Dᵀ r, the adjoint REN applies through ``adjoint_weight``."""
+    return F.conv2d(circular_pad(residual, dictionary.shape[-1] // 2), adjoint_weight(dictionary))
+
+
 def spatial_solve(x0, image, dictionary, kernel):
     """The CSB in real arithmetic, term by term: x0 + Dᵀ(h ⊛ (y − D⋆x0))."""
     residual = image - synthesize(x0, dictionary)
@@ -84,7 +89,7 @@ def test_blocked_correlation_is_the_direct_correlation(size, factor):
     kernel = torch.randn(1, 1, size, size, dtype=torch.float64)
     image = torch.rand(2, 1, 48, 64, dtype=torch.float64)
     direct = F.conv2d(circular_pad(image, size // 2), kernel)
-    assert torch.allclose(blocked_correlate(image, kernel, factor), direct, atol=1e-10)
+    assert torch.allclose(blocked_correlate(image, block_kernel(kernel, factor)), direct, atol=1e-10)
 
 
 @pytest.mark.parametrize("height,width", [(72, 80), (TINY.min_side, 2 * TINY.min_side)])
@@ -101,6 +106,9 @@ def test_ren_folded_solve_equals_the_term_by_term_solve(height, width):
         reference = spatial_solve(ren.head(image), image, ren.dictionary, ren.solver_kernel)
         folded = ren.solve(image)
     assert (folded - reference).abs().max() < 1e-4 * reference.abs().max()
+    with ren.frozen(), torch.no_grad():
+        assert torch.equal(ren.solve(image), folded)
+    assert 0.0 < ren.solve_truncation() < 1e-3
 
 
 def test_backbone_with_two_inputs_is_the_backbone_of_their_concatenation():

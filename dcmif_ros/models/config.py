@@ -28,10 +28,11 @@ class DCMIFConfig:
     ``atoms`` and ``kernel_size`` define the shared dictionary D (B atoms of k×k).
     ``solver_kernel_size`` is the size of the spatial filter that replaces the FFT in the coefficient solve
     of the exported encoder (REN); the energy it truncates is measured and recorded when REN is built, and
-    VGII/AFRI train on that exported form, so the shipped graph is exactly the one that was trained.
+    VGII/AFRI train on that exported form.
     ``solve_kernel_size`` crops REN's folded solve kernel k = h ∘ (δ − D∘H) (exactly 39×39 for a 31×31 h and
-    5×5 atoms): 33 is the largest size whose ``SOLVE_BLOCK`` blocks still need only a 9×9 block kernel, and the
-    crop drops 3e-7 of k's energy for the shipped model (fused and pseudo-IR move by at most 0.04 of a grey level).
+    5×5 atoms): 33 is the largest size whose ``SOLVE_BLOCK`` blocks still need only a 9×9 block kernel. The
+    energy it drops is recorded in export manifests (3e-7 for the shipped model, whose VGII/AFRI were trained
+    before the crop existed: its fused and pseudo-IR outputs move by at most 0.04 of a grey level).
     """
 
     name: str
@@ -62,9 +63,9 @@ class DCMIFConfig:
 
     @property
     def min_side(self) -> int:
-        """Smallest padded side: the solve's circular padding needs radius + 1 pixels, in whole solve blocks."""
-        blocks = -(-self.solve_radius // SOLVE_BLOCK)
-        needed = max(self.solve_radius + 1, blocks * SOLVE_BLOCK)
+        """Smallest padded side: REN's solve pads its grid of ``SOLVE_BLOCK`` blocks circularly by ⌈r / block⌉
+        blocks, which needs at least that many blocks."""
+        needed = -(-self.solve_radius // SOLVE_BLOCK) * SOLVE_BLOCK
         return -(-needed // self.pad_multiple) * self.pad_multiple
 
     def to_dict(self) -> dict:

@@ -7,14 +7,15 @@ Conventions (used everywhere in the package):
   X̂ = X̂0 + D̂ (Ŷ − D̂ᴴX̂0) / (a + ‖D̂‖²)   (Sherman–Morrison per frequency, a correct 2-D FFT).
   For inference the same solve is written in real arithmetic: x = x0 + Dᵀ(h ⊛ (y − D⋆x0)) where h is the
   (rapidly decaying) spatial filter whose spectrum is 1/(a + ‖D̂‖²); ``solver_filter`` computes it once.
-  REN folds that expression into two convolutions (see ``jsrl.REN``) with ``correlation_kernel`` and
-  ``blocked_correlate``.
+  REN folds that expression into two convolutions (see ``jsrl.REN``) with ``correlation_kernel``,
+  ``block_kernel`` and ``blocked_correlate``.
 - The dictionary step (DSB) solves  argmin_D Σ_m ½‖y_m − D⋆S_m‖² + (a_d/2)‖D − D_prev‖²  jointly over the
   batch and both modalities by its normal equations (float64, so it never fails the way float32 Cholesky does).
 """
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
 import torch
@@ -34,11 +35,6 @@ def synthesize(coefficients: torch.Tensor, dictionary: torch.Tensor) -> torch.Te
 def adjoint_weight(dictionary: torch.Tensor) -> torch.Tensor:
     """The (B, 1, k, k) ``F.conv2d`` weight of Dᵀ (a true convolution of one channel with each atom)."""
     return dictionary.flip(-1, -2).transpose(0, 1)
-
-
-def synthesize_adjoint(residual: torch.Tensor, dictionary: torch.Tensor) -> torch.Tensor:
-    """Dᵀ r: the adjoint of ``synthesize``."""
-    return F.conv2d(circular_pad(residual, dictionary.shape[-1] // 2), adjoint_weight(dictionary))
 
 
 def normalize_atoms(dictionary: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -103,36 +99,40 @@ def correlation_kernel(operator: Callable[[torch.Tensor], torch.Tensor], radius:
 
 
 @functools.lru_cache(maxsize=8)
-def _block_indices(size: int, factor: int) -> tuple[torch.Tensor, int]:
+def _block_indices(size: int, factor: int) -> torch.Tensor:
     """Gather indices that lay a size×size kernel out as a factor²→factor² convolution over factor×factor
-    pixel blocks (index size² picks an appended zero), and that convolution's block radius."""
+    pixel blocks (index size² picks an appended zero)."""
     radius = size // 2
     block_radius = -(-radius // factor)
     span = torch.arange(-block_radius, block_radius + 1)
     phase = torch.arange(factor)
     # output phase (o), input phase (i), block offset (b): kernel offset = b·factor + i − o per axis
     offset = span[None, None, :] * factor + phase[None, :, None] - phase[:, None, None]  # (o, i, b)
-    inside = offset.abs() <= radius
-    flat_axis = torch.where(inside, offset + radius, torch.full_like(offset, -1))
-    rows = flat_axis[:, None, :, None, :, None]  # (oy, ox, iy, ix, by, bx) broadcast
+    flat_axis = torch.where(offset.abs() <= radius, offset + radius, -1)
+    rows = flat_axis[:, None, :, None, :, None]  # (oy, ox, iy, ix, by, bx) once broadcast
     cols = flat_axis[None, :, None, :, None, :]
     index = torch.where((rows >= 0) & (cols >= 0), rows * size + cols, size * size)
-    shape = (factor * factor, factor * factor, 2 * block_radius + 1, 2 * block_radius + 1)
-    return index.reshape(shape), block_radius
+    return index.reshape(factor * factor, factor * factor, 2 * block_radius + 1, 2 * block_radius + 1)
 
 
-def blocked_correlate(image: torch.Tensor, kernel: torch.Tensor, factor: int) -> torch.Tensor:
-    """``F.conv2d(circular_pad(image, r), kernel)`` for one channel, computed on factor×factor pixel blocks.
+def block_kernel(kernel: torch.Tensor, factor: int) -> torch.Tensor:
+    """A (1, 1, K, K) correlation kernel as the weight of the same correlation on factor×factor pixel blocks:
+    (factor², factor², 2R+1, 2R+1) with R = ⌈(K // 2) / factor⌉ (``pixel_unshuffle`` channel order)."""
+    index = _block_indices(kernel.shape[-1], factor).to(kernel.device)
+    return F.pad(kernel.flatten(), (0, 1))[index]
+
+
+def blocked_correlate(image: torch.Tensor, block_weight: torch.Tensor) -> torch.Tensor:
+    """``F.conv2d(circular_pad(image, r), kernel)`` for one channel, given ``block_kernel(kernel, factor)``.
 
     The same sums, laid out as a factor²-channel convolution at 1/factor resolution: onnxruntime runs a
     one-channel convolution with a large kernel as a matrix-vector product over a huge im2col buffer, and
     this form as a matrix product over a buffer factor² smaller (a 39×39 kernel at 640×480: 41 → 12 ms).
-    H and W must be multiples of ``factor``.
+    H and W must be multiples of factor, and at least factor·R.
     """
-    index, block_radius = _block_indices(kernel.shape[-1], factor)
-    weight = F.pad(kernel.flatten(), (0, 1))[index.to(kernel.device)]
+    factor = math.isqrt(block_weight.shape[0])
     blocks = F.pixel_unshuffle(image, factor)
-    return F.pixel_shuffle(F.conv2d(circular_pad(blocks, block_radius), weight), factor)
+    return F.pixel_shuffle(F.conv2d(circular_pad(blocks, block_weight.shape[-1] // 2), block_weight), factor)
 
 
 class DictionaryNormalEquations:

@@ -11,6 +11,8 @@ identity), and the DSB is one joint float64 solve (not two float32 Cholesky solv
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,6 +22,7 @@ from dcmif_ros.models.config import SOLVE_BLOCK, BackboneConfig, DCMIFConfig
 from dcmif_ros.models.dictionary import (
     DictionaryNormalEquations,
     adjoint_weight,
+    block_kernel,
     blocked_correlate,
     circular_pad,
     coefficient_solve_fft,
@@ -153,9 +156,10 @@ class REN(nn.Module):
     CSB starts from x₀ = H⋆y, it is linear in y and folds exactly into two convolutions:
         x = H⋆y + Dᵀ(h ⊛ (y − D⋆H⋆y)) = [H | Dᵀ] ⋆ [y, k⋆y],   k = h ∘ (δ − D∘H),
     one single-channel k (the 31×31 h widened by the 9×9 D∘H, cropped to ``config.solve_kernel_size`` and
-    run on 4×4 pixel blocks) and one 2→B 5×5 convolution, instead of four full-resolution convolutions, two
-    of them 16→1. k is derived from the stored h, H and D₀ on every call, so checkpoints keep the paper's
-    terms and the folded form can never drift from them.
+    run on ``SOLVE_BLOCK``² pixel blocks) and one 2→B 5×5 convolution, instead of four full-resolution
+    convolutions (H 1→B, D⋆ B→1, the 31×31 h, Dᵀ 1→B; timings in docs/model.md). k is derived
+    from the stored h, H and D₀, so checkpoints keep the paper's terms and the folded form follows them;
+    ``frozen()`` holds it as a constant while a graph is exported.
     """
 
     def __init__(self, config: DCMIFConfig, modality: str = "vis"):
@@ -168,25 +172,64 @@ class REN(nn.Module):
         self.register_buffer("solver_kernel", torch.zeros(1, 1, config.solver_kernel_size, config.solver_kernel_size))
         self.register_buffer("prox_weight", torch.tensor(1.0))
         self.register_buffer("solver_truncation", torch.tensor(0.0))
+        self._frozen_solve_weight: torch.Tensor | None = None
 
-    def residual_solve_kernel(self) -> torch.Tensor:
-        """k: the single-channel kernel of y ↦ h ⊛ (y − D⋆H⋆y), cropped to ``config.solve_kernel_size``."""
+    def exact_solve_kernel(self) -> torch.Tensor:
+        """k uncropped: the single-channel kernel of y ↦ h ⊛ (y − D⋆H⋆y)."""
         solver_radius = self.solver_kernel.shape[-1] // 2
 
         def residual_solve(image: torch.Tensor) -> torch.Tensor:
             residual = image - synthesize(self.head(image), self.dictionary)
             return F.conv2d(circular_pad(residual, solver_radius), self.solver_kernel)
 
-        exact_radius = solver_radius + 2 * (self.dictionary.shape[-1] // 2)
-        kernel = correlation_kernel(residual_solve, exact_radius, like=self.solver_kernel)
-        crop = max(exact_radius - self.solve_radius, 0)
+        exact_radius = solver_radius + self.head.conv.weight.shape[-1] // 2 + self.dictionary.shape[-1] // 2
+        return correlation_kernel(residual_solve, exact_radius, like=self.solver_kernel)
+
+    def solve_kernel(self) -> torch.Tensor:
+        """k cropped to ``config.solve_kernel_size``."""
+        kernel = self.exact_solve_kernel()
+        crop = max(kernel.shape[-1] // 2 - self.solve_radius, 0)
         return kernel[..., crop : kernel.shape[-2] - crop, crop : kernel.shape[-1] - crop]
+
+    def solve_truncation(self) -> float:
+        """The relative energy of k that the crop drops (recorded in export manifests)."""
+        with torch.no_grad():
+            exact, cropped = self.exact_solve_kernel(), self.solve_kernel()
+            return float(1.0 - (cropped**2).sum() / (exact**2).sum())
+
+    def solve_weight(self) -> torch.Tensor:
+        """k as the weight of its correlation on pixel blocks (``block_kernel``)."""
+        if self._frozen_solve_weight is not None:
+            return self._frozen_solve_weight
+        return block_kernel(self.solve_kernel(), SOLVE_BLOCK)
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """Hold ``solve_weight`` as a constant: an exported graph then carries k's final weights instead of
+        the ops that derive them (which onnxruntime cannot fold in an fp16 graph)."""
+        with torch.no_grad():
+            self._frozen_solve_weight = self.solve_weight().detach()
+        try:
+            yield self
+        finally:
+            self._frozen_solve_weight = None
 
     def solve(self, image: torch.Tensor) -> torch.Tensor:
         """The CSB from x₀ = H⋆y (before CoeNet). H and W must be multiples of ``SOLVE_BLOCK``."""
-        filtered = blocked_correlate(image, self.residual_solve_kernel(), SOLVE_BLOCK)
+        filtered = blocked_correlate(image, self.solve_weight())
+        # H and D share the atom size (config.kernel_size), so one 2→B convolution applies both
         analysis = torch.cat([self.head.conv.weight, adjoint_weight(self.dictionary)], dim=1)  # (B, 2, k, k)
         return F.conv2d(circular_pad(torch.cat([image, filtered], dim=1), self.dictionary.shape[-1] // 2), analysis)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.coenet(self.solve(image), self.prox_weight)
+
+
+@contextlib.contextmanager
+def frozen_encoders(model: nn.Module):
+    """``REN.frozen`` for every REN inside ``model`` (none: nothing changes)."""
+    with contextlib.ExitStack() as stack:
+        for module in model.modules():
+            if isinstance(module, REN):
+                stack.enter_context(module.frozen())
+        yield model
