@@ -3,7 +3,10 @@
 AFRI trains the RFN gate towards max(Y_vis, I_pir) (intensity) and max(|∇Y_vis|, |∇I_pir|) (gradient). When the
 pseudo-IR is darker and smoother than the visible image nearly everywhere, those targets *are* the visible image
 and the gate rightly closes. This measures that headroom per dataset for DCMIF checkpoints, next to what the real
-infrared would offer, and how much warmer the warm regions are in the pseudo-IR than in the real IR.
+infrared would offer, and how much warmer the warm regions are in the pseudo-IR than in the real IR. It also
+scores the pixel-wise rule max(Y_vis, X) itself on the acceptance metrics (AG, EN, SF, EI, MI with the real IR),
+as a change from the visible image: if even that rule cannot beat the visible image with X = pseudo-IR, no gate
+over the same pseudo-IR will.
 
     python benchmarks/afri_headroom.py models/dcmif_tiny.pt [MORE.pt ...] --data ../shared/data/msrs_fullres \
         ../shared/data/roadscene_train --out benchmarks/results/afri_headroom
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dcmif_ros import metrics
 from dcmif_ros.checkpoint import load_bundle
 from dcmif_ros.prior import make_prior_encoder
 from dcmif_ros.training.data import collect_pairs
@@ -25,6 +29,23 @@ from dcmif_ros.training.stages import load_full_pair, review_first_pass
 
 WARM_QUANTILE = 0.9  # warm region: the hottest 10 % of the real infrared's pixels
 BRIGHTER_BY = 2 / 255  # a pseudo-IR pixel "beats" the visible one when it is brighter by two grey levels
+
+
+RULE_METRICS = {"AG": metrics.average_gradient, "EN": metrics.entropy, "SF": metrics.spatial_frequency,
+                "EI": metrics.edge_intensity}
+
+
+def to_8bit(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
+
+
+def max_rule_gains(visible: np.ndarray, other: np.ndarray, infrared: np.ndarray, label: str) -> dict[str, float]:
+    """Metric of max(Y_vis, other) minus the same metric of Y_vis (all on 8-bit grey)."""
+    base, rule, ir = to_8bit(visible), to_8bit(np.maximum(visible, other)), to_8bit(infrared)
+    gains = {f"rule_{label}_{name}": metric(rule) - metric(base) for name, metric in RULE_METRICS.items()}
+    gains[f"rule_{label}_MI(IR,F)"] = (metrics.mutual_information_with(ir, rule)
+                                        - metrics.mutual_information_with(ir, base))
+    return gains
 
 
 def warm_contrast(image: np.ndarray, infrared: np.ndarray) -> float:
@@ -55,6 +76,8 @@ def measure_pair(bundle, encoder, pair) -> dict[str, float]:
         "gradient_headroom_pseudo_ir": gradient_headroom(pseudo),
         "gradient_headroom_real_ir": gradient_headroom(ir),
         "gate_mean": float(out.gate.mean()),
+        **max_rule_gains(v, p, i, "pseudo_ir"),
+        **max_rule_gains(v, i, i, "real_ir"),
     }
 
 
@@ -82,16 +105,27 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"prior": args.prior, "results": results}, indent=1))
     keys = list(next(iter(next(iter(results.values())).values())))
+    headroom_keys = [k for k in keys if not k.startswith("rule_")]
+    rule_keys = ["pairs"] + [k for k in keys if k.startswith("rule_")]
     lines = [f"# AFRI target headroom ({args.prior} prior; validation pairs)", "",
              "Intensity headroom: mean of max(Y_vis, X) − Y_vis on [0, 1]; gradient headroom: the same on Sobel "
              "magnitudes (|Gx| + |Gy|). Warm contrast: mean over the hottest 10 % of the real infrared minus the "
              "mean elsewhere. `pixels_pseudo_ir_brighter`: share of pixels where the pseudo-IR exceeds Y_vis by 2 "
-             "grey levels.", "", "| checkpoint | dataset | " + " | ".join(keys) + " |",
-             "|---" * (len(keys) + 2) + "|"]
+             "grey levels.", ""]
+    lines += table(results, headroom_keys)
+    lines += ["", "## The rule max(Y_vis, X) against the visible image", "",
+              "Metric of max(Y_vis, X) minus the same metric of Y_vis (8-bit grey; MI with the real IR in bits), "
+              "X = pseudo-IR or real IR. Positive: the rule beats the visible image.", ""]
+    lines += table(results, rule_keys)
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def table(results: dict, keys: list[str]) -> list[str]:
+    lines = ["| checkpoint | dataset | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     for checkpoint, per_data in results.items():
         for data, row in per_data.items():
             lines.append(f"| {checkpoint} | {data} | " + " | ".join(str(row[k]) for k in keys) + " |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return lines
 
 
 if __name__ == "__main__":
