@@ -99,9 +99,9 @@ def correlation_kernel(operator: Callable[[torch.Tensor], torch.Tensor], radius:
 
 
 @functools.lru_cache(maxsize=8)
-def _block_indices(size: int, factor: int) -> torch.Tensor:
-    """Gather indices that lay a size×size kernel out as a factor²→factor² convolution over factor×factor
-    pixel blocks (index size² picks an appended zero)."""
+def _block_indices(size: int, factor: int, device: torch.device) -> torch.Tensor:
+    """Gather indices (on ``device``, cached) that lay a size×size kernel out as a factor²→factor² convolution
+    over factor×factor pixel blocks (index size² picks an appended zero)."""
     radius = size // 2
     block_radius = -(-radius // factor)
     span = torch.arange(-block_radius, block_radius + 1)
@@ -112,13 +112,13 @@ def _block_indices(size: int, factor: int) -> torch.Tensor:
     rows = flat_axis[:, None, :, None, :, None]  # (oy, ox, iy, ix, by, bx) once broadcast
     cols = flat_axis[None, :, None, :, None, :]
     index = torch.where((rows >= 0) & (cols >= 0), rows * size + cols, size * size)
-    return index.reshape(factor * factor, factor * factor, 2 * block_radius + 1, 2 * block_radius + 1)
+    return index.reshape(factor * factor, factor * factor, 2 * block_radius + 1, 2 * block_radius + 1).to(device)
 
 
 def block_kernel(kernel: torch.Tensor, factor: int) -> torch.Tensor:
     """A (1, 1, K, K) correlation kernel as the weight of the same correlation on factor×factor pixel blocks:
     (factor², factor², 2R+1, 2R+1) with R = ⌈(K // 2) / factor⌉ (``pixel_unshuffle`` channel order)."""
-    index = _block_indices(kernel.shape[-1], factor).to(kernel.device)
+    index = _block_indices(kernel.shape[-1], factor, kernel.device)
     return F.pad(kernel.flatten(), (0, 1))[index]
 
 
