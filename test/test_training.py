@@ -174,3 +174,5 @@ def test_film_trains_last_on_features_of_the_final_first_pass(synthetic_dataset,
     capsys.readouterr()
     assert dcmif(["train", "afri", "--data", str(synthetic_dataset), "--out", str(out), *arguments]) == 2
     assert f"{cache.path} holds prior reviews of another first pass" in capsys.readouterr().err
+    # `--prior none`: the gate trains on the identity-FiLM first pass and needs no reviews at all
+    assert dcmif(["train", "afri", "--data", str(synthetic_dataset), "--out", str(out), *small_run(4)]) == 0

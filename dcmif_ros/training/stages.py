@@ -296,6 +296,8 @@ class AFRIStage:
     name = "afri"
 
     def __init__(self, config: TrainConfig, val_pairs: list[ImagePair], train_pairs: list[ImagePair]):
+        from dcmif_ros.prior.factory import NONE_SPEC, parse_prior_spec
+
         self.config, self.val_pairs, self.train_pairs = config, val_pairs, train_pairs
         previous = load_stage_output(config.out, "vgii")
         self.model_config = DCMIFConfig.from_dict(load_stage_output(config.out, "jsrl")["model_config"])
@@ -304,7 +306,10 @@ class AFRIStage:
         self.film = FiLMHeads(previous["prior_feature_dim"], self.model_config.atoms).to(config.device)
         self.film.load_state_dict(previous["film"])
         self.previous = previous
-        self.cache = PriorFeatureCache(Path(previous["prior_cache"])) if previous["use_prior"] else None
+        # `--prior none` trains the gate on the first-pass (identity FiLM) pseudo-IR, the paper's no-LLM
+        # ablation, whatever prior VGII used
+        use_prior = previous["use_prior"] and parse_prior_spec(config.prior).kind != NONE_SPEC
+        self.cache = PriorFeatureCache(Path(previous["prior_cache"])) if use_prior else None
         if self.cache is not None and self.cache.fingerprint != first_pass_fingerprint(self.net):
             raise ValueError(f"{self.cache.path} holds prior reviews of another first pass than the VGII model "
                              f"in {config.out}/vgii/final.pt: run `dcmif train vgii` again with this --out")
