@@ -50,7 +50,8 @@ def to_8bit(image: np.ndarray) -> np.ndarray:
     return np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
 
 
-def gains_over_visible(visible: np.ndarray, candidate: np.ndarray, infrared: np.ndarray, label: str) -> dict[str, float]:
+def gains_over_visible(visible: np.ndarray, candidate: np.ndarray, infrared: np.ndarray,
+                       label: str) -> dict[str, float]:
     """Metric of ``candidate`` minus the same metric of Y_vis (all on 8-bit grey)."""
     base, image, ir = to_8bit(visible), to_8bit(candidate), to_8bit(infrared)
     gains = {f"{label}_{name}": metric(image) - metric(base) for name, metric in RULE_METRICS.items()}

@@ -83,7 +83,8 @@ def solver_filter(dictionary: torch.Tensor, data_weight: float, size: int, grid:
     return kernel.float()[None, None], tail
 
 
-def correlation_kernel(operator: Callable[[torch.Tensor], torch.Tensor], radius: int, like: torch.Tensor) -> torch.Tensor:
+def correlation_kernel(operator: Callable[[torch.Tensor], torch.Tensor], radius: int,
+                       like: torch.Tensor) -> torch.Tensor:
     """The (1, 1, 2r+1, 2r+1) kernel k with ``operator(y) == F.conv2d(circular_pad(y, r), k)`` for a linear,
     shift-invariant, single-channel ``operator`` whose support fits in ``radius`` (dtype and device of ``like``).
 

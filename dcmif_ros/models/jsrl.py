@@ -185,23 +185,22 @@ class REN(nn.Module):
         exact_radius = solver_radius + self.head.conv.weight.shape[-1] // 2 + self.dictionary.shape[-1] // 2
         return correlation_kernel(residual_solve, exact_radius, like=self.solver_kernel)
 
-    def solve_kernel(self) -> torch.Tensor:
-        """k cropped to ``config.solve_kernel_size``."""
-        kernel = self.exact_solve_kernel()
+    def cropped(self, kernel: torch.Tensor) -> torch.Tensor:
+        """``kernel`` cropped to ``config.solve_kernel_size``."""
         crop = max(kernel.shape[-1] // 2 - self.solve_radius, 0)
         return kernel[..., crop : kernel.shape[-2] - crop, crop : kernel.shape[-1] - crop]
 
     def solve_truncation(self) -> float:
         """The relative energy of k that the crop drops (recorded in export manifests)."""
         with torch.no_grad():
-            exact, cropped = self.exact_solve_kernel(), self.solve_kernel()
-            return float(1.0 - (cropped**2).sum() / (exact**2).sum())
+            exact = self.exact_solve_kernel()
+            return float(1.0 - (self.cropped(exact) ** 2).sum() / (exact**2).sum())
 
     def solve_weight(self) -> torch.Tensor:
         """k as the weight of its correlation on pixel blocks (``block_kernel``)."""
         if self._frozen_solve_weight is not None:
             return self._frozen_solve_weight
-        return block_kernel(self.solve_kernel(), SOLVE_BLOCK)
+        return block_kernel(self.cropped(self.exact_solve_kernel()), SOLVE_BLOCK)
 
     @contextlib.contextmanager
     def frozen(self):
