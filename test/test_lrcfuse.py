@@ -102,6 +102,14 @@ def test_gram_matrix_does_not_depend_on_the_image_size():
     assert torch.allclose(gram_matrix(features), gram_matrix(features.repeat(1, 1, 2, 3)), atol=1e-6)
 
 
+def test_gram_matrix_is_the_covariance_of_the_channels():
+    features = torch.rand(2, 5, 8, 8)
+    flat = features.reshape(2, 5, 64)
+    expected = torch.stack([torch.cov(f, correction=0) for f in flat]) / 5  # Gram / (C·H·W) = covariance / C
+    assert torch.allclose(gram_matrix(features), expected, atol=1e-6)
+    assert torch.allclose(gram_matrix(features + torch.rand(2, 5, 1, 1) * 10), gram_matrix(features), atol=1e-5)
+
+
 def test_each_loss_term_vanishes_where_it_should():
     torch.manual_seed(0)
     loss = MultiLevelLoss(random_vgg())

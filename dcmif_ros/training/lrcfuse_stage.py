@@ -6,7 +6,8 @@ loss network φ (levels 1–4, see ``dcmif_ros.models.feature_network``):
 - L_pixel = ‖F − VI‖² (mean): keeps the visible intensities;
 - L_shallow = ‖φ1(F) − φ1(VI)‖²: visible edges and textures;
 - L_middle = Σ_{k=2,3} w_k ‖φk(F) − (w_ir·φk(IR) + w_vi·φk(VI))‖²: the infrared content, w_vi < w_ir;
-- L_deep = ‖G(φ4(F)) − G(φ4(IR))‖², G the Gram matrix normalised by C·H·W: infrared semantics;
+- L_deep = ‖G(φ4(F)) − G(φ4(IR))‖², G the Gram matrix of the mean-removed features normalised by C·H·W (the
+  paper: "a covariance matrix with no whitening"): infrared semantics;
 - L_sobel = ‖∇F − max(∇VI, ∇IR)‖₁ with ∇ = |Gx| + |Gy|: the sharper edge of either source.
 
 Pixel and Sobel terms are measured on 0–255 grey values and φ sees 0–255 inputs (LRRNet's convention, which
@@ -52,9 +53,16 @@ class LRCFuseLossWeights:
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """F Fᵀ / (C·H·W) per image: channel co-activations, independent of the image size."""
+    """F̄ F̄ᵀ / (C·H·W) per image, F̄ each channel minus its spatial mean: channel co-variations, independent of
+    the image size and of each channel's mean.
+
+    Centred, as the paper defines it (a covariance, not whitened). Uncentred, the means dominate: with the
+    offline loss networks the term then pulls the fused image's brightness towards the dark infrared (measured
+    in docs/dual_modal.md: MSRS SD 33 instead of 48).
+    """
     n, c, h, w = features.shape
     flat = features.reshape(n, c, h * w)
+    flat = flat - flat.mean(dim=2, keepdim=True)
     return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
