@@ -103,6 +103,7 @@ def test_gram_matrix_does_not_depend_on_the_image_size():
 
 
 def test_gram_matrix_is_the_covariance_of_the_channels():
+    torch.manual_seed(0)
     features = torch.rand(2, 5, 8, 8)
     flat = features.reshape(2, 5, 64)
     expected = torch.stack([torch.cov(f, correction=0) for f in flat]) / 5  # Gram / (C·H·W) = covariance / C
