@@ -33,6 +33,7 @@ import torch
 
 from dcmif_ros import metrics
 from dcmif_ros.checkpoint import load_bundle
+from dcmif_ros.engine import to_uint8
 from dcmif_ros.prior import make_prior_encoder
 from dcmif_ros.training.data import collect_pairs
 from dcmif_ros.training.losses import sobel_magnitude
@@ -40,20 +41,14 @@ from dcmif_ros.training.stages import load_full_pair, review_first_pass
 
 WARM_QUANTILE = 0.9  # warm region: the hottest 10 % of the real infrared's pixels
 BRIGHTER_BY = 2 / 255  # a pseudo-IR pixel "beats" the visible one when it is brighter by two grey levels
-
-
 RULE_METRICS = {"AG": metrics.average_gradient, "EN": metrics.entropy, "SF": metrics.spatial_frequency,
                 "EI": metrics.edge_intensity}
-
-
-def to_8bit(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
 
 
 def gains_over_visible(visible: np.ndarray, candidate: np.ndarray, infrared: np.ndarray,
                        label: str) -> dict[str, float]:
     """Metric of ``candidate`` minus the same metric of Y_vis (all on 8-bit grey)."""
-    base, image, ir = to_8bit(visible), to_8bit(candidate), to_8bit(infrared)
+    base, image, ir = to_uint8(visible), to_uint8(candidate), to_uint8(infrared)
     gains = {f"{label}_{name}": metric(image) - metric(base) for name, metric in RULE_METRICS.items()}
     gains[f"{label}_MI(IR,F)"] = metrics.mutual_information_with(ir, image) - metrics.mutual_information_with(ir, base)
     return gains

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dcmif_ros.models import JSRL, FiLMHeads, get_config
 from dcmif_ros.models.dcmif import dcmif_from_jsrl
 from dcmif_ros.models.dictionary import synthesize
+from dcmif_ros.models.jsrl import frozen_encoders
 from dcmif_ros.prior import MINILM_FEATURE_DIM
 
 HEIGHT, WIDTH = 480, 640
@@ -43,16 +44,16 @@ def measure(size: str) -> dict:
     image = torch.rand(1, 1, HEIGHT, WIDTH)
     coefficients = torch.rand(1, config.atoms, HEIGHT, WIDTH)
     ren = net.ren
-    # REN derives its solve kernel from its weights on every call; the ONNX graph holds it as a constant
-    kernel_derivation = gflops(ren.solve_weight)
-    stages = {
-        "REN solve (HeadNet and CSB, folded)": round(gflops(lambda: ren.solve(image)) - kernel_derivation, 3),
-        "REN CoeNet": gflops(lambda: ren.coenet(coefficients, ren.prox_weight)),
-        "RIN": gflops(lambda: net.rin(coefficients)),
-        "RFN": gflops(lambda: net.rfn(coefficients, coefficients)),
-        "TailNet x2": 2 * gflops(lambda: synthesize(coefficients, net.dictionary)),
-    }
-    per_frame = round(gflops(lambda: net(image, *net.identity_film())) - kernel_derivation, 3)
+    # frozen as the export freezes it: REN's solve kernel is a constant of the graph, not derived per frame
+    with frozen_encoders(net):
+        stages = {
+            "REN solve (HeadNet and CSB, folded)": gflops(lambda: ren.solve(image)),
+            "REN CoeNet": gflops(lambda: ren.coenet(coefficients, ren.prox_weight)),
+            "RIN": gflops(lambda: net.rin(coefficients)),
+            "RFN": gflops(lambda: net.rfn(coefficients, coefficients)),
+            "TailNet x2": 2 * gflops(lambda: synthesize(coefficients, net.dictionary)),
+        }
+        per_frame = gflops(lambda: net(image, *net.identity_film()))
     return {
         "atoms": config.atoms,
         "parameters": {"REN": parameters(net.ren), "RIN": parameters(net.rin), "RFN": parameters(net.rfn),

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3))  # (width, convolutions) up to relu4_3
 IMAGENET_GREY_MEAN = 0.449  # mean of ImageNet's RGB means, the grey level VGG inputs are centred on
 PIXEL_SCALE = 255.0
