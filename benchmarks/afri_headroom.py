@@ -37,9 +37,8 @@ from dcmif_ros.engine import to_uint8
 from dcmif_ros.prior import make_prior_encoder
 from dcmif_ros.training.data import collect_pairs
 from dcmif_ros.training.losses import sobel_magnitude
-from dcmif_ros.training.stages import load_full_pair, review_first_pass
+from dcmif_ros.training.stages import load_full_pair, review_first_pass, warm_contrast
 
-WARM_QUANTILE = 0.9  # warm region: the hottest 10 % of the real infrared's pixels
 BRIGHTER_BY = 2 / 255  # a pseudo-IR pixel "beats" the visible one when it is brighter by two grey levels
 RULE_METRICS = {"AG": metrics.average_gradient, "EN": metrics.entropy, "SF": metrics.spatial_frequency,
                 "EI": metrics.edge_intensity}
@@ -52,11 +51,6 @@ def gains_over_visible(visible: np.ndarray, candidate: np.ndarray, infrared: np.
     gains = {f"{label}_{name}": metric(image) - metric(base) for name, metric in RULE_METRICS.items()}
     gains[f"{label}_MI(IR,F)"] = metrics.mutual_information_with(ir, image) - metrics.mutual_information_with(ir, base)
     return gains
-
-
-def warm_contrast(image: np.ndarray, infrared: np.ndarray) -> float:
-    warm = infrared >= np.quantile(infrared, WARM_QUANTILE)
-    return float(image[warm].mean() - image[~warm].mean())
 
 
 @torch.no_grad()
@@ -74,8 +68,8 @@ def measure_pair(bundle, encoder, pair) -> dict[str, float]:
     v, p, i = (t[0, 0].numpy() for t in (vis, pseudo, ir))
     return {
         "pseudo_ir_psnr": float(10 * np.log10(1 / max(np.mean((p - i) ** 2), 1e-12))),
-        "warm_contrast_pseudo_ir": warm_contrast(p, i),
-        "warm_contrast_real_ir": warm_contrast(i, i),
+        "warm_contrast_pseudo_ir": warm_contrast(pseudo, ir),
+        "warm_contrast_real_ir": warm_contrast(ir, ir),
         "pixels_pseudo_ir_brighter": float(np.mean(p > v + BRIGHTER_BY)),
         "intensity_headroom_pseudo_ir": headroom(pseudo),
         "intensity_headroom_real_ir": headroom(ir),

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from dcmif_ros.models import JSRL, DCMIFNet, FiLMHeads, get_config
-from dcmif_ros.models.blocks import CoefficientBackbone
+from dcmif_ros.models.blocks import CoefficientBackbone, UNetLevel
 from dcmif_ros.models.config import BackboneConfig
 from dcmif_ros.models.dcmif import dcmif_from_jsrl, ren_from_jsrl
 from dcmif_ros.models.dictionary import (
@@ -116,6 +116,24 @@ def test_backbone_with_two_inputs_is_the_backbone_of_their_concatenation():
     backbone = CoefficientBackbone(12, 4, BackboneConfig(width=8))
     a, b = torch.randn(1, 5, 32, 32), torch.randn(1, 7, 32, 32)
     assert torch.allclose(backbone(a, b), backbone(torch.cat([a, b], dim=1)), atol=1e-6)
+
+
+def test_backbone_levels_halve_resolution_double_width_and_keep_two_level_parameter_names():
+    shallow = BackboneConfig(width=8, blocks_per_level=(1, 1))
+    deep = BackboneConfig(width=8, blocks_per_level=(1, 2, 1, 1))
+    assert (shallow.deepest_stride, deep.deepest_stride) == (8, 32)
+    backbone = CoefficientBackbone(3, 2, deep)
+    seen = []
+    level = backbone
+    while isinstance(level.lower, UNetLevel):
+        level = level.lower
+    level.lower.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    assert backbone(torch.randn(2, 3, 128, 96)).shape == (2, 2, 128, 96)
+    assert seen == [(2, 64, 4, 3)]  # the fourth level: 1/32 of the resolution, 8 × 2³ channels
+    assert len(backbone.lower.upper) == 2
+    names = set(CoefficientBackbone(2, 2, shallow).state_dict())
+    assert {n.split(".")[0] for n in names} == {"entry", "upper", "down", "lower", "up", "merge", "exit"}
+    assert not any(n.startswith("lower.lower") for n in names)
 
 
 def test_dictionary_solve_is_the_exact_minimiser(dictionary):

@@ -5,11 +5,14 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
 from dcmif_ros.checkpoint import load_bundle
 from dcmif_ros.cli import main as dcmif
+from dcmif_ros.training.data import ImagePair, PairDataset
 from dcmif_ros.training.losses import with_overrides
 from dcmif_ros.training.stages import AFRIWeights, VGIIWeights
 
@@ -48,7 +51,7 @@ def log_records(stage_dir: Path) -> list[dict]:
 
 def test_the_three_stages_chain_and_each_writes_checkpoints_and_a_log(chain):
     for stage, validation_keys in (("jsrl", {"psnr_vis", "psnr_ir", "d0_drift"}),
-                                   ("vgii", {"pir_psnr", "pir_l1", "vis_psnr"}),
+                                   ("vgii", {"pir_psnr", "pir_l1", "vis_psnr", "pir_warm", "ir_warm"}),
                                    ("afri", {"AG", "EN", "SF", "EI", "MI", "SCD"})):
         stage_dir = chain / stage
         assert {p.name for p in stage_dir.iterdir()} >= {"last.pt", "final.pt", "log.jsonl"}
@@ -176,3 +179,40 @@ def test_film_trains_last_on_features_of_the_final_first_pass(synthetic_dataset,
     assert f"{cache.path} holds prior reviews of another first pass" in capsys.readouterr().err
     # `--prior none`: the gate trains on the identity-FiLM first pass and needs no reviews at all
     assert dcmif(["train", "afri", "--data", str(synthetic_dataset), "--out", str(out), *small_run(4)]) == 0
+
+
+def ramp_pairs(root: Path, shapes: list[tuple[int, int]]) -> list[ImagePair]:
+    """Pairs whose visible and infrared images are the same horizontal ramp (half a grey level per pixel)."""
+    pairs = []
+    for i, (height, width) in enumerate(shapes):
+        ramp = np.tile((np.arange(width) // 2 % 256).astype(np.uint8), (height, 1))
+        paths = [root / f"{i}_{band}.png" for band in ("vi", "ir")]
+        for path in paths:
+            cv2.imwrite(str(path), ramp)
+        pairs.append(ImagePair(str(i), *paths))
+    return pairs
+
+
+def test_crops_at_a_fixed_scale_are_plain_slices_and_small_images_are_enlarged_to_the_crop(tmp_path):
+    pairs = ramp_pairs(tmp_path, [(100, 300), (40, 60)])
+    dataset = PairDataset(pairs, crop=64)
+    big, small = dataset[0], dataset[1]
+    assert big["vis"].shape == small["vis"].shape == (1, 64, 64)
+    row = (big["vis"][0, 0] * 255).round().numpy()
+    assert np.all(np.diff(row)[np.diff(row) > 0] == 1)  # no resampling: the ramp's own steps
+    stretched = (small["vis"][0, 0] * 255).round().numpy()
+    assert np.ptp(stretched) == pytest.approx(19, abs=1)  # a 40-pixel square (the short side), enlarged
+    assert torch.equal(big["vis"], big["ir"]) and torch.equal(small["vis"], small["ir"])
+
+
+def test_crop_scales_show_a_larger_region_downscaled(tmp_path):
+    pairs = ramp_pairs(tmp_path, [(400, 500)])
+    spans = {}
+    for scale in (1.0, 0.25):
+        crop = PairDataset(pairs, crop=64, scales=(scale, scale))[0]
+        assert crop["vis"].shape == (1, 64, 64) and torch.equal(crop["vis"], crop["ir"])
+        spans[scale] = float(np.ptp(crop["vis"][0, 0].numpy() * 255))
+    assert spans[1.0] == pytest.approx(31, abs=1)  # 64 columns of the ramp
+    assert spans[0.25] == pytest.approx(127, abs=3)  # 256 columns, resized to 64
+    with pytest.raises(ValueError, match="crop scales"):
+        PairDataset(pairs, crop=64, scales=(1.0, 0.5))

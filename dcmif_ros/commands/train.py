@@ -28,6 +28,10 @@ def register(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=2000, help="optimisation steps for this stage")
     parser.add_argument("--batch-size", type=int, default=8, help="crops per step")
     parser.add_argument("--crop", type=int, default=128, help="random crop size in pixels")
+    parser.add_argument("--crop-scales", nargs=2, type=float, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
+                        help="draw each crop at a random scale in [LOW, HIGH] (a crop/scale region resized to "
+                             "--crop; e.g. 0.25 1 also shows scenes downscaled up to 4x); images smaller than a "
+                             "crop are enlarged to fit it (default: 1 1)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
     parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffles and crops")
     parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N]")
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         data=args.data, out=args.out, model=args.model, steps=args.steps, batch_size=args.batch_size,
-        crop=args.crop, lr=args.lr, seed=args.seed, device=args.device, val_every=args.val_every,
+        crop=args.crop, crop_scales=tuple(args.crop_scales), lr=args.lr, seed=args.seed, device=args.device, val_every=args.val_every,
         checkpoint_every=args.checkpoint_every, val_images=args.val_images, resume=args.resume,
         prior=args.prior, workers=args.workers,
         extra={"feature_network": args.feature_network, "afri_target": args.afri_target,
@@ -101,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     )
     train_pairs, val_pairs = collect_pairs(args.data, "train"), collect_pairs(args.data, "val")
     print(f"{len(train_pairs)} training pairs, {len(val_pairs)} validation pairs")
-    dataset = PairDataset(train_pairs, config.crop, seed=config.seed)
+    dataset = PairDataset(train_pairs, config.crop, seed=config.seed, scales=config.crop_scales)
     stages = STAGES if args.stage == "all" else (args.stage,)
     weights = loss_weights_per_stage(stages, dict(args.loss_weights))
     base_config = config

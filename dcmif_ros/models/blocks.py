@@ -1,9 +1,10 @@
-"""Building blocks shared by CoeNet, RIN and RFN: a two-level U-Net that works below full resolution.
+"""Building blocks shared by CoeNet, RIN and RFN: a U-Net that works below full resolution.
 
 Coefficient maps are full resolution (the dictionary needs every pixel), but the reasoning over them does
 not need to be: the backbone enters with a ``entry_stride``×``entry_stride`` strided convolution (the same
 map as pixel-unshuffle + 1×1 convolution, without the 6-D transposes that onnxruntime runs slowly), runs
-depthwise-separable residual blocks with channel attention at that level and one level lower, and leaves
+depthwise-separable residual blocks with channel attention at that level and at each coarser one (a level per
+entry of ``blocks_per_level``, each at half the resolution and twice the width of the one above), and leaves
 with the matching transposed convolution. That is how the ``tiny`` preset stays within a few GFLOPs per
 640×480 frame.
 """
@@ -60,7 +61,34 @@ class SeparableResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-class CoefficientBackbone(nn.Module):
+class UNetLevel(nn.Module):
+    """Residual blocks at one resolution and, below them, the rest of the U-Net at half the resolution and
+    twice the width, merged back through a skip connection. The deepest level is blocks alone.
+
+    Levels nest (``lower`` is the next ``UNetLevel``), so a two-level backbone keeps the parameter names it
+    had before deeper ones existed and old checkpoints load unchanged.
+    """
+
+    def __init__(self, width: int, blocks_per_level: tuple[int, ...], expansion: int):
+        super().__init__()
+        here, *deeper = blocks_per_level
+        self.upper = nn.Sequential(*[SeparableResidualBlock(width, expansion) for _ in range(here)])
+        self.lower = None
+        if deeper:
+            self.down = nn.Conv2d(width, 2 * width, 2, stride=2)
+            self.lower = (UNetLevel(2 * width, tuple(deeper), expansion) if len(deeper) > 1 else
+                          nn.Sequential(*[SeparableResidualBlock(2 * width, expansion) for _ in range(deeper[0])]))
+            self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
+            self.merge = SeparableResidualBlock(width, expansion)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        upper = self.upper(x)
+        if self.lower is None:
+            return upper
+        return self.merge(upper + self.up(self.lower(self.down(upper))))
+
+
+class CoefficientBackbone(UNetLevel):
     """Full-resolution ``in_channels`` → full-resolution ``out_channels`` through a low-resolution U-Net.
 
     The output layer starts near zero (small, not zero, so every layer gets gradient from the first step):
@@ -68,15 +96,9 @@ class CoefficientBackbone(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, config: BackboneConfig):
-        super().__init__()
+        super().__init__(config.width, config.blocks_per_level, config.expansion)
         stride, width = config.entry_stride, config.width
-        upper_blocks, lower_blocks = config.blocks_per_level
         self.entry = nn.Conv2d(in_channels, width, stride, stride=stride)
-        self.upper = nn.Sequential(*[SeparableResidualBlock(width, config.expansion) for _ in range(upper_blocks)])
-        self.down = nn.Conv2d(width, 2 * width, 2, stride=2)
-        self.lower = nn.Sequential(*[SeparableResidualBlock(2 * width, config.expansion) for _ in range(lower_blocks)])
-        self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
-        self.merge = SeparableResidualBlock(width, config.expansion)
         self.exit = nn.ConvTranspose2d(width, out_channels, stride, stride=stride)
         nn.init.normal_(self.exit.weight, std=NEAR_ZERO_INIT_STD)
         nn.init.zeros_(self.exit.bias)
@@ -84,10 +106,7 @@ class CoefficientBackbone(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Several inputs act as their channel concatenation, without building it at full resolution: the
         entry convolution is applied per input with its slice of the weights and summed at low resolution."""
-        upper = self.upper(self.enter(inputs))
-        lower = self.lower(self.down(upper))
-        merged = self.merge(upper + self.up(lower))
-        return self.exit(merged)
+        return self.exit(super().forward(self.enter(inputs)))
 
     def enter(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if len(inputs) == 1:

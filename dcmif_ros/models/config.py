@@ -12,13 +12,20 @@ class BackboneConfig:
     """A low-resolution U-Net over coefficient maps (see ``blocks.CoefficientBackbone``).
 
     ``entry_stride`` is the pixel-unshuffle factor from full resolution to the first level; the heavy
-    work runs there and one level further down, which is what keeps the full-resolution cost small.
+    work runs there and below, which is what keeps the full-resolution cost small. ``blocks_per_level`` has an
+    entry per level, each level at half the resolution and twice the width of the one above: coarse levels
+    add receptive field (context) for few FLOPs.
     """
 
     width: int
-    blocks_per_level: tuple[int, int] = (1, 1)
+    blocks_per_level: tuple[int, ...] = (1, 1)
     entry_stride: int = 4
     expansion: int = 2
+
+    @property
+    def deepest_stride(self) -> int:
+        """Downsampling factor of the coarsest level: inputs must divide by it."""
+        return self.entry_stride * 2 ** (len(self.blocks_per_level) - 1)
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class DCMIFConfig:
     @property
     def pad_multiple(self) -> int:
         """Inputs are padded to this multiple so every backbone level and REN's solve blocks divide evenly."""
-        strides = [c.entry_stride * 2 for c in (self.coenet, self.rin, self.rfn)]
+        strides = [c.deepest_stride for c in (self.coenet, self.rin, self.rfn)]
         return math.lcm(*strides, SOLVE_BLOCK)
 
     @property

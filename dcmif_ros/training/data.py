@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -65,12 +66,22 @@ def load_luminance(path: Path) -> np.ndarray:
 
 
 class PairDataset(Dataset):
-    """Random aligned crops (and horizontal flips) of (Y_vis, IR), as float tensors in [0, 1]."""
+    """Random aligned crops (and horizontal flips) of (Y_vis, IR), as float tensors in [0, 1].
 
-    def __init__(self, pairs: list[ImagePair], crop: int, seed: int = 0, augment: bool = True):
+    ``scales`` = (low, high) draws each crop at a random scale s (log-uniform): a (crop / s)-pixel region
+    resized to ``crop``, so a model that runs on frames downscaled for speed (the node's ``processing_size``)
+    or on scenes whose objects are smaller sees those scales in training. An image whose shorter side is below
+    the region is enlarged to fit it (s is raised), so every crop has the same size and any image can be used.
+    """
+
+    def __init__(self, pairs: list[ImagePair], crop: int, seed: int = 0, augment: bool = True,
+                 scales: tuple[float, float] = (1.0, 1.0)):
         if not pairs:
             raise ValueError("no training pairs found")
-        self.pairs, self.crop, self.seed, self.augment = pairs, crop, seed, augment
+        low, high = scales
+        if not 0 < low <= high:
+            raise ValueError(f"crop scales must satisfy 0 < low <= high, got {scales}")
+        self.pairs, self.crop, self.seed, self.augment, self.scales = pairs, crop, seed, augment, scales
         self.visible = [load_luminance(p.visible_path) for p in pairs]
         self.infrared = [read_gray(p.infrared_path) for p in pairs]
         for pair, vis, ir in zip(pairs, self.visible, self.infrared):
@@ -88,11 +99,18 @@ class PairDataset(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         vis, ir = self.visible[index], self.infrared[index]
         height, width = vis.shape
-        crop_h, crop_w = min(self.crop, height), min(self.crop, width)
-        top = int(rng.integers(0, height - crop_h + 1))
-        left = int(rng.integers(0, width - crop_w + 1))
-        vis = vis[top : top + crop_h, left : left + crop_w]
-        ir = ir[top : top + crop_h, left : left + crop_w]
+        low, high = self.scales
+        if low < high:  # drawn only when asked, so fixed-scale runs keep the crops they always had
+            low = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        scale = max(low, self.crop / min(height, width))
+        region = min(round(self.crop / scale), height, width)
+        top = int(rng.integers(0, height - region + 1))
+        left = int(rng.integers(0, width - region + 1))
+        vis = vis[top : top + region, left : left + region]
+        ir = ir[top : top + region, left : left + region]
+        if region != self.crop:
+            interpolation = cv2.INTER_AREA if region > self.crop else cv2.INTER_LINEAR
+            vis, ir = (cv2.resize(x, (self.crop, self.crop), interpolation=interpolation) for x in (vis, ir))
         if self.augment and rng.random() < 0.5:
             vis, ir = vis[:, ::-1], ir[:, ::-1]
         return {

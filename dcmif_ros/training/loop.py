@@ -27,6 +27,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 8
     crop: int = 128
+    crop_scales: tuple[float, float] = (1.0, 1.0)
     lr: float = 2e-3
     seed: int = 0
     device: str = "cpu"

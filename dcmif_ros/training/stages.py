@@ -68,6 +68,16 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
     return float(10 * np.log10(1.0 / max(mse, 1e-12)))
 
 
+WARM_QUANTILE = 0.9  # warm region: the hottest 10 % of the real infrared's pixels
+
+
+def warm_contrast(image: torch.Tensor, infrared: torch.Tensor) -> float:
+    """Mean of ``image`` over the real infrared's warm region minus its mean elsewhere: whether a pseudo-IR
+    makes warm objects (people, engines) stand out as the real infrared does (its own value is the target)."""
+    warm = infrared >= torch.quantile(infrared.flatten().float(), WARM_QUANTILE)
+    return float(image[warm].mean() - image[~warm].mean())
+
+
 def load_full_pair(pair: ImagePair, multiple: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """A whole validation pair, cropped to a multiple of ``multiple`` (validation needs no padding logic)."""
     vis, ir = load_luminance(pair.visible_path), read_gray(pair.infrared_path)
@@ -273,13 +283,15 @@ class VGIIStage:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         self.net.eval()
-        scores = {"pir_psnr": [], "pir_l1": [], "vis_psnr": []}
+        scores = {"pir_psnr": [], "pir_l1": [], "vis_psnr": [], "pir_warm": [], "ir_warm": []}
         for pair in self.val_pairs[: self.config.val_images]:
             vis, ir = load_full_pair(pair, self.net.config.pad_multiple, self.config.device)
-            pseudo = self.net.infer(vis, *self.val_film(pair)).pseudo_ir
+            pseudo = self.net.infer(vis, *self.val_film(pair)).pseudo_ir.clamp(0, 1)
             scores["pir_psnr"].append(psnr(pseudo, ir))
-            scores["pir_l1"].append(F.l1_loss(pseudo.clamp(0, 1), ir).item())
+            scores["pir_l1"].append(F.l1_loss(pseudo, ir).item())
             scores["vis_psnr"].append(psnr(vis, ir))
+            scores["pir_warm"].append(warm_contrast(pseudo, ir))
+            scores["ir_warm"].append(warm_contrast(ir, ir))
         self.net.rin.train()
         return {k: round(float(np.mean(v)), 4) for k, v in scores.items()}
 
