@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -155,19 +156,30 @@ def test_a_stage_without_its_predecessor_names_the_missing_file(synthetic_datase
     assert f"{tmp_path / 'jsrl' / 'final.pt'} not found" in capsys.readouterr().err
 
 
+def test_vgii_takes_its_network_shapes_from_the_model_preset_and_checks_the_jsrl_fits_it(
+        synthetic_dataset, chain, tmp_path, capsys):
+    from dcmif_ros.models.config import BackboneConfig, get_config
+
+    jsrl_config = get_config("tiny")
+    older = replace(jsrl_config, rin=BackboneConfig(width=8, blocks_per_level=(1, 1)))
+    assert jsrl_config.with_encoder_of(older) is jsrl_config  # RIN is VGII's own: it may differ
+    with pytest.raises(ValueError, match="atoms 16 vs 64"):
+        get_config("base").with_encoder_of(jsrl_config)
+    out = run_on(chain, tmp_path)
+    assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(out), *SMALL_RUN,
+                  "--model", "base"]) == 2
+    assert "another encoder than the base preset" in capsys.readouterr().err
+
+
 def test_film_trains_last_on_features_of_the_final_first_pass(synthetic_dataset, chain, tmp_path, capsys):
     """With a prior, VGII's last quarter freezes RIN and re-reviews its first pass: the cached features
     then describe exactly the pseudo-IR that inference will show the prior."""
-    from dcmif_ros.models.config import DCMIFConfig
-    from dcmif_ros.models.dcmif import DCMIFNet
-    from dcmif_ros.training.stages import PriorFeatureCache, first_pass_fingerprint
+    from dcmif_ros.training.stages import PriorFeatureCache, first_pass_fingerprint, vgii_from_run
 
     out = run_on(chain, tmp_path)
     arguments = small_run(4, prior="embedded")
     assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(out), *arguments]) == 0
-    vgii = torch.load(out / "vgii" / "final.pt", weights_only=False)
-    net = DCMIFNet(DCMIFConfig.from_dict(torch.load(chain / "jsrl" / "final.pt", weights_only=False)["model_config"]))
-    net.load_state_dict(vgii["net"])
+    net, vgii = vgii_from_run(out)
     cache = PriorFeatureCache(Path(vgii["prior_cache"]))
     assert vgii["use_prior"] and len(cache.features) == 10
     assert cache.fingerprint == first_pass_fingerprint(net)

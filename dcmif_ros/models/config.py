@@ -78,6 +78,17 @@ class DCMIFConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def with_encoder_of(self, trained: "DCMIFConfig") -> "DCMIFConfig":
+        """This config for the networks trained after JSRL (RIN, RFN), after checking that a JSRL trained with
+        ``trained`` fits it: the fields JSRL's weights depend on must agree, the later networks' need not."""
+        later = {"name", "rin", "rfn", "text_feature_dim"}
+        differ = [f"{key} {value!r} vs {getattr(self, key)!r}" for key, value in asdict(trained).items()
+                  if key not in later and value != asdict(self)[key]]
+        if differ:
+            raise ValueError(f"the JSRL stage was trained with another encoder than the {self.name} preset: "
+                             + "; ".join(differ))
+        return self
+
     @classmethod
     def from_dict(cls, data: dict) -> "DCMIFConfig":
         data = dict(data)
@@ -89,12 +100,14 @@ class DCMIFConfig:
 
 
 PRESETS: dict[str, DCMIFConfig] = {
-    "tiny": DCMIFConfig(name="tiny", atoms=16),
+    # RIN is the deepest: inferring infrared needs context (is this a person, a lamp?), which its two extra
+    # coarse levels give for few FLOPs.
+    "tiny": DCMIFConfig(name="tiny", atoms=16, rin=BackboneConfig(width=24, blocks_per_level=(1, 2, 2, 2))),
     "base": DCMIFConfig(
         name="base",
         atoms=64,
         coenet=BackboneConfig(width=64, blocks_per_level=(2, 2), entry_stride=2),
-        rin=BackboneConfig(width=96, blocks_per_level=(3, 3), entry_stride=2),
+        rin=BackboneConfig(width=64, blocks_per_level=(3, 3, 2, 2), entry_stride=2),
         rfn=BackboneConfig(width=64, blocks_per_level=(2, 2), entry_stride=2),
         dicnet_width=64,
     ),

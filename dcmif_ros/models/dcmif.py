@@ -126,9 +126,10 @@ def ren_from_jsrl(jsrl: JSRL, modality: str = "vis") -> REN:
     return ren
 
 
-def dcmif_from_jsrl(jsrl: JSRL, dictionary: torch.Tensor) -> DCMIFNet:
-    """A fresh DCMIFNet whose REN and shared dictionary come from a trained JSRL (stage 2 starts here)."""
-    net = DCMIFNet(jsrl.config)
+def dcmif_from_jsrl(jsrl: JSRL, dictionary: torch.Tensor, config: DCMIFConfig | None = None) -> DCMIFNet:
+    """A fresh DCMIFNet whose REN and shared dictionary come from a trained JSRL (stage 2 starts here); RIN and
+    RFN take their shapes from ``config`` (default: the JSRL's own), checked to fit that JSRL."""
+    net = DCMIFNet(jsrl.config if config is None else config.with_encoder_of(jsrl.config))
     net.ren = ren_from_jsrl(jsrl)
     with torch.no_grad():
         net.dictionary.copy_(normalize_atoms(dictionary))

@@ -215,7 +215,7 @@ class VGIIStage:
         from dcmif_ros.prior import make_prior_encoder
         self.config, self.val_pairs, self.train_pairs = config, val_pairs, train_pairs
         jsrl, dictionary = jsrl_from_output(load_stage_output(config.out, "jsrl"))
-        self.net = dcmif_from_jsrl(jsrl, dictionary).to(config.device)
+        self.net = dcmif_from_jsrl(jsrl, dictionary, get_config(config.model)).to(config.device)
         self.ir_encoder = ren_from_jsrl(jsrl, "ir").to(config.device)
         self.encoder = make_prior_encoder(config.prior)
         self.use_prior = not getattr(self.encoder, "is_identity", False)
@@ -298,10 +298,21 @@ class VGIIStage:
     def finalize(self) -> dict:
         if self.use_prior:  # a no-op unless the run was too short for its FiLM-only phase
             self.cache.ensure(self.train_pairs + self.val_pairs, self.net, self.encoder, current=True)
-        return {"stage": self.name, "net": self.net.state_dict(), "film": self.film.state_dict(),
+        return {"stage": self.name, "model_config": self.net.config.to_dict(), "net": self.net.state_dict(),
+                "film": self.film.state_dict(),
                 "prior_encoder_id": self.encoder.encoder_id, "prior_feature_dim": self.encoder.feature_dim,
                 "use_prior": self.use_prior, "prior_cache": str(self.cache.path),
                 "prior_fingerprint": self.cache.fingerprint, "validation": self.validate()}
+
+
+def vgii_from_run(out: str | Path) -> tuple[DCMIFNet, dict]:
+    """The DCMIF network a run's VGII stage finished with, and that stage's output."""
+    previous = load_stage_output(out, "vgii")
+    # VGII outputs written before VGII took its shapes from --model have the JSRL stage's
+    config = previous.get("model_config") or load_stage_output(out, "jsrl")["model_config"]
+    net = DCMIFNet(DCMIFConfig.from_dict(config))
+    net.load_state_dict(previous["net"])
+    return net, previous
 
 
 class AFRIStage:
@@ -311,10 +322,9 @@ class AFRIStage:
         from dcmif_ros.prior.factory import NONE_SPEC, parse_prior_spec
 
         self.config, self.val_pairs, self.train_pairs = config, val_pairs, train_pairs
-        previous = load_stage_output(config.out, "vgii")
-        self.model_config = DCMIFConfig.from_dict(load_stage_output(config.out, "jsrl")["model_config"])
-        self.net = DCMIFNet(self.model_config).to(config.device)
-        self.net.load_state_dict(previous["net"])
+        net, previous = vgii_from_run(config.out)
+        self.model_config = net.config
+        self.net = net.to(config.device)
         self.film = FiLMHeads(previous["prior_feature_dim"], self.model_config.atoms).to(config.device)
         self.film.load_state_dict(previous["film"])
         self.previous = previous

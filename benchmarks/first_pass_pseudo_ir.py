@@ -1,0 +1,64 @@
+"""How close a VGII run's first-pass pseudo-IR (identity FiLM, no prior) is to the real infrared, at native scale.
+
+Compares RIN architectures and training data: PSNR and L1 against the real infrared, and the warm contrast
+(mean over the real infrared's hottest 10 % minus the mean elsewhere; the real infrared's own value is the
+target), on the first validation pairs of each dataset at their native resolution (training's own validation
+mixes in the 128×128 squashed MSRS frames). The runs compared in ``results/first_pass_pseudo_ir.md`` are
+listed there with their commands.
+
+    D=../shared/data
+    python benchmarks/first_pass_pseudo_ir.py runs/rinA runs/rinB ... --data $D/msrs_fullres $D/roadscene_train \
+        --out benchmarks/results/first_pass_pseudo_ir
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dcmif_ros.training.data import collect_pairs
+from dcmif_ros.training.stages import load_full_pair, psnr, vgii_from_run, warm_contrast
+
+COLUMNS = ("psnr", "l1", "warm_contrast", "warm_contrast_real_ir")
+
+
+@torch.no_grad()
+def measure(run: Path, root: str, pairs: int) -> dict[str, float]:
+    net, _ = vgii_from_run(run)
+    net.eval()
+    rows = []
+    for pair in collect_pairs([root], "val")[:pairs]:
+        vis, ir = load_full_pair(pair, net.config.pad_multiple, "cpu")
+        pseudo = net.infer(vis, *net.identity_film()).pseudo_ir.clamp(0, 1)
+        rows.append((psnr(pseudo, ir), float((pseudo - ir).abs().mean()), warm_contrast(pseudo, ir),
+                     warm_contrast(ir, ir)))
+    return {"pairs": len(rows), **{k: round(float(v), 4) for k, v in zip(COLUMNS, np.mean(rows, axis=0))}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders with jsrl/ and vgii/ final.pt")
+    parser.add_argument("--data", nargs="+", required=True)
+    parser.add_argument("--pairs", type=int, default=24, help="validation pairs per dataset")
+    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results = {str(run): {Path(root).name: measure(run, root, args.pairs) for root in args.data}
+               for run in args.runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    lines = ["# First-pass pseudo-IR against the real infrared (native resolution, identity FiLM)", "",
+             "| run | dataset | pairs | PSNR dB ↑ | L1 ↓ | warm contrast ↑ | real IR's warm contrast |",
+             "|---|---|---|---|---|---|---|"]
+    for run, per_data in results.items():
+        for name, r in per_data.items():
+            lines.append(f"| {run} | {name} | {r['pairs']} | " + " | ".join(str(r[k]) for k in COLUMNS) + " |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
