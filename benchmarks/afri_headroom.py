@@ -21,6 +21,13 @@ with X = pseudo-IR, no gate over the same pseudo-IR will.
     python benchmarks/afri_headroom.py models/dcmif_tiny.pt runs/afri_none2/dcmif_tiny_afri_no_prior.pt \
         --prior none --data $D/msrs_fullres $D/roadscene_train $D/llvip_train \
         --out benchmarks/results/afri_headroom_no_prior
+
+``results/afri_headroom_deep_rin*.md`` compare the same with a four-level RIN (``runs/tiny3``: the shipped VGII
+and AFRI commands with ``--out runs/tiny3`` on a copy of ``runs/tiny/jsrl``, the ``tiny`` preset of commit
+e098f90, shipped to ``runs/tiny3/dcmif_tiny.pt``; without the prior, AFRI on a copy of it in
+``runs/tiny3_noprior``), run as above with ``runs/tiny/shipped_two_level_rin.pt`` (a copy of the shipped
+``models/dcmif_tiny.pt``) and ``runs/afri_none2/dcmif_tiny_afri_no_prior.pt`` beside them. docs/model.md
+("RIN depth") reads them.
 """
 from __future__ import annotations
 

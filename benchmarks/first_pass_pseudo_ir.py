@@ -3,11 +3,21 @@
 Compares RIN architectures and training data: PSNR and L1 against the real infrared, and the warm contrast
 (mean over the real infrared's hottest 10 % minus the mean elsewhere; the real infrared's own value is the
 target), on the first validation pairs of each dataset at their native resolution (training's own validation
-mixes in the 128×128 squashed MSRS frames). The runs compared in ``results/first_pass_pseudo_ir.md`` are
-listed there with their commands.
+mixes in the 128×128 squashed MSRS frames).
+
+Runs in ``results/first_pass_pseudo_ir.md`` (docs/model.md, "RIN depth"), each on a copy of the shipped
+``runs/tiny/jsrl``: ``runs/tiny`` is the shipped model's VGII (two-level RIN, 5000 steps with the prior),
+``runs/tiny3`` the same with a four-level RIN (the ``tiny`` preset of commit e098f90); ``rinA``/``rinB``
+(seed 0) and ``rinA1``/``rinB1`` (``--seed 1``) are two-level/four-level RINs trained for 3000 steps with
+``--prior none``, and ``rinE`` (``--crop-scales 0.25 1``) and ``rinF`` (msrs_fullres and roadscene_train only,
+``--crop 160 --batch-size 6``) four-level ones. The rest as the shipped VGII command:
+
+    dcmif train vgii --data $D/msrs_train_128 $D/msrs_fullres $D/roadscene_train --out runs/rinB --model tiny \
+        --steps 3000 --batch-size 8 --crop 128 --lr 2e-3 --val-every 500 --val-images 12 --prior none
 
     D=../shared/data
-    python benchmarks/first_pass_pseudo_ir.py runs/rinA runs/rinB ... --data $D/msrs_fullres $D/roadscene_train \
+    python benchmarks/first_pass_pseudo_ir.py runs/tiny runs/tiny3 runs/rinA runs/rinB runs/rinA1 runs/rinB1 \
+        runs/rinE runs/rinF --data $D/msrs_fullres $D/roadscene_train $D/llvip_train \
         --out benchmarks/results/first_pass_pseudo_ir
 """
 from __future__ import annotations

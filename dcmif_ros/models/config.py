@@ -100,13 +100,13 @@ class DCMIFConfig:
 
 
 PRESETS: dict[str, DCMIFConfig] = {
-    # RIN is the deepest: inferring infrared needs context (is this a person, a lamp?), which its two extra
-    # coarse levels give for few FLOPs.
-    "tiny": DCMIFConfig(name="tiny", atoms=16, rin=BackboneConfig(width=24, blocks_per_level=(1, 2, 2, 2))),
+    "tiny": DCMIFConfig(name="tiny", atoms=16),
     "base": DCMIFConfig(
         name="base",
         atoms=64,
         coenet=BackboneConfig(width=64, blocks_per_level=(2, 2), entry_stride=2),
+        # four levels (down to 1/16 of the frame): inferring infrared takes context. Measured on tiny, a
+        # four-level RIN's first pass is closer to the real infrared (docs/model.md, "RIN depth")
         rin=BackboneConfig(width=64, blocks_per_level=(3, 3, 2, 2), entry_stride=2),
         rfn=BackboneConfig(width=64, blocks_per_level=(2, 2), entry_stride=2),
         dicnet_width=64,
