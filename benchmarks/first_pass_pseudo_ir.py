@@ -10,7 +10,11 @@ Runs in ``results/first_pass_pseudo_ir.md`` (docs/model.md, "RIN depth"), each o
 ``runs/tiny3`` the same with a four-level RIN (the ``tiny`` preset of commit e098f90); ``rinA``/``rinB``
 (seed 0) and ``rinA1``/``rinB1`` (``--seed 1``) are two-level/four-level RINs trained for 3000 steps with
 ``--prior none``, and ``rinE`` (``--crop-scales 0.25 1``) and ``rinF`` (msrs_fullres and roadscene_train only,
-``--crop 160 --batch-size 6``) four-level ones. The rest as the shipped VGII command:
+``--crop 160 --batch-size 6``, msrs_fullres listed first as for ``rinE``) four-level ones. They were made
+before VGII took its shapes from ``--model``: each run's ``jsrl/final.pt`` is ``runs/tiny/jsrl``'s with its
+recorded ``model_config.rin`` set to the four-level RIN (today: ``--model tiny`` at commit e098f90), and
+with a backbone that initialised its levels before its entry (same seeds, other initial weights than today's
+code). The rest as the shipped VGII command:
 
     dcmif train vgii --data $D/msrs_train_128 $D/msrs_fullres $D/roadscene_train --out runs/rinB --model tiny \
         --steps 3000 --batch-size 8 --crop 128 --lr 2e-3 --val-every 500 --val-images 12 --prior none

@@ -207,11 +207,13 @@ def ramp_pairs(root: Path, shapes: list[tuple[int, int]]) -> list[ImagePair]:
 
 def test_crops_at_a_fixed_scale_are_plain_slices_and_small_images_are_enlarged_to_the_crop(tmp_path):
     pairs = ramp_pairs(tmp_path, [(100, 300), (40, 60)])
-    dataset = PairDataset(pairs, crop=64)
+    dataset = PairDataset(pairs, crop=64, augment=False)
     big, small = dataset[0], dataset[1]
     assert big["vis"].shape == small["vis"].shape == (1, 64, 64)
-    row = (big["vis"][0, 0] * 255).round().numpy()
-    assert np.all(np.diff(row)[np.diff(row) > 0] == 1)  # no resampling: the ramp's own steps
+    rng = np.random.default_rng((0, 0, 0))  # the draws of (seed, epoch, index): top, then left
+    top, left = int(rng.integers(0, 100 - 64 + 1)), int(rng.integers(0, 300 - 64 + 1))
+    ramp = cv2.imread(str(pairs[0].visible_path), cv2.IMREAD_GRAYSCALE)
+    assert torch.equal((big["vis"][0] * 255).round().byte(), torch.from_numpy(ramp[top:top + 64, left:left + 64]))
     stretched = (small["vis"][0, 0] * 255).round().numpy()
     assert np.ptp(stretched) == pytest.approx(19, abs=1)  # a 40-pixel square (the short side), enlarged
     assert torch.equal(big["vis"], big["ir"]) and torch.equal(small["vis"], small["ir"])
@@ -226,5 +228,23 @@ def test_crop_scales_show_a_larger_region_downscaled(tmp_path):
         spans[scale] = float(np.ptp(crop["vis"][0, 0].numpy() * 255))
     assert spans[1.0] == pytest.approx(31, abs=1)  # 64 columns of the ramp
     assert spans[0.25] == pytest.approx(127, abs=3)  # 256 columns, resized to 64
+    drawn = PairDataset(pairs, crop=64, scales=(0.25, 1.0))
+    spans = set()
+    for epoch in range(12):
+        drawn.set_epoch(epoch)
+        spans.add(round(float(np.ptp(drawn[0]["vis"][0, 0].numpy() * 255))))
+    assert min(spans) >= 30 and max(spans) <= 128 and len(spans) > 3  # scales drawn between the two
     with pytest.raises(ValueError, match="crop scales"):
         PairDataset(pairs, crop=64, scales=(1.0, 0.5))
+
+
+def test_warm_contrast_is_how_far_the_real_infrareds_hottest_tenth_stands_out():
+    from dcmif_ros.training.stages import warm_contrast
+
+    infrared = torch.zeros(1, 1, 10, 10)
+    infrared[..., :1, :] = 1.0  # the hottest 10 %: the first row
+    image = torch.full_like(infrared, 0.2)
+    image[..., :1, :] = 0.7
+    assert warm_contrast(image, infrared) == pytest.approx(0.5)
+    assert warm_contrast(infrared, infrared) == pytest.approx(1.0)
+    assert warm_contrast(image, torch.full_like(infrared, 0.4)) == 0.0  # uniform: nothing is warm

@@ -61,6 +61,10 @@ class SeparableResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+def blocks(channels: int, count: int, expansion: int) -> nn.Sequential:
+    return nn.Sequential(*[SeparableResidualBlock(channels, expansion) for _ in range(count)])
+
+
 class UNetLevel(nn.Module):
     """Residual blocks at one resolution and, below them, the rest of the U-Net at half the resolution and
     twice the width, merged back through a skip connection. The deepest level is blocks alone.
@@ -72,12 +76,12 @@ class UNetLevel(nn.Module):
     def __init__(self, width: int, blocks_per_level: tuple[int, ...], expansion: int):
         super().__init__()
         here, *deeper = blocks_per_level
-        self.upper = nn.Sequential(*[SeparableResidualBlock(width, expansion) for _ in range(here)])
+        self.upper = blocks(width, here, expansion)
         self.lower = None
         if deeper:
             self.down = nn.Conv2d(width, 2 * width, 2, stride=2)
             self.lower = (UNetLevel(2 * width, tuple(deeper), expansion) if len(deeper) > 1 else
-                          nn.Sequential(*[SeparableResidualBlock(2 * width, expansion) for _ in range(deeper[0])]))
+                          blocks(2 * width, deeper[0], expansion))
             self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
             self.merge = SeparableResidualBlock(width, expansion)
 
@@ -96,9 +100,12 @@ class CoefficientBackbone(UNetLevel):
     """
 
     def __init__(self, in_channels: int, out_channels: int, config: BackboneConfig):
-        super().__init__(config.width, config.blocks_per_level, config.expansion)
         stride, width = config.entry_stride, config.width
-        self.entry = nn.Conv2d(in_channels, width, stride, stride=stride)
+        entry = nn.Conv2d(in_channels, width, stride, stride=stride)  # first, as it always was: same seeds,
+        super().__init__(width, config.blocks_per_level, config.expansion)  # same initial weights
+        levels = dict(self._modules)  # and first in state_dict (RIN fingerprints hash it in that order)
+        self._modules.clear()
+        self._modules.update(entry=entry, **levels)
         self.exit = nn.ConvTranspose2d(width, out_channels, stride, stride=stride)
         nn.init.normal_(self.exit.weight, std=NEAR_ZERO_INIT_STD)
         nn.init.zeros_(self.exit.bias)

@@ -74,7 +74,10 @@ WARM_QUANTILE = 0.9  # warm region: the hottest 10 % of the real infrared's pixe
 def warm_contrast(image: torch.Tensor, infrared: torch.Tensor) -> float:
     """Mean of ``image`` over the real infrared's warm region minus its mean elsewhere: whether a pseudo-IR
     makes warm objects (people, engines) stand out as the real infrared does (its own value is the target)."""
-    warm = infrared >= torch.quantile(infrared.flatten().float(), WARM_QUANTILE)
+    values = infrared.detach().cpu().numpy()
+    warm = torch.from_numpy(values >= np.quantile(values, WARM_QUANTILE)).to(infrared.device)
+    if warm.all():  # a uniform infrared has no warm region to stand out
+        return 0.0
     return float(image[warm].mean() - image[~warm].mean())
 
 
