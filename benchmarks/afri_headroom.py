@@ -44,7 +44,7 @@ from dcmif_ros.engine import to_uint8
 from dcmif_ros.prior import make_prior_encoder
 from dcmif_ros.training.data import collect_pairs
 from dcmif_ros.training.losses import sobel_magnitude
-from dcmif_ros.training.stages import load_full_pair, review_first_pass, warm_contrast
+from dcmif_ros.training.stages import load_full_pair, psnr, review_first_pass, warm_contrast
 
 BRIGHTER_BY = 2 / 255  # a pseudo-IR pixel "beats" the visible one when it is brighter by two grey levels
 RULE_METRICS = {"AG": metrics.average_gradient, "EN": metrics.entropy, "SF": metrics.spatial_frequency,
@@ -74,7 +74,7 @@ def measure_pair(bundle, encoder, pair) -> dict[str, float]:
         (torch.maximum(sobel_magnitude(vis), sobel_magnitude(other)) - sobel_magnitude(vis)).mean())
     v, p, i = (t[0, 0].numpy() for t in (vis, pseudo, ir))
     return {
-        "pseudo_ir_psnr": float(10 * np.log10(1 / max(np.mean((p - i) ** 2), 1e-12))),
+        "pseudo_ir_psnr": psnr(pseudo, ir),
         "warm_contrast_pseudo_ir": warm_contrast(pseudo, ir),
         "warm_contrast_real_ir": warm_contrast(ir, ir),
         "pixels_pseudo_ir_brighter": float(np.mean(p > v + BRIGHTER_BY)),

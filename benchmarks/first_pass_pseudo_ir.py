@@ -40,9 +40,7 @@ COLUMNS = ("psnr", "l1", "warm_contrast", "warm_contrast_real_ir")
 
 
 @torch.no_grad()
-def measure(run: Path, root: str, pairs: int) -> dict[str, float]:
-    net, _ = vgii_from_run(run)
-    net.eval()
+def measure(net, root: str, pairs: int) -> dict[str, float]:
     rows = []
     for pair in collect_pairs([root], "val")[:pairs]:
         vis, ir = load_full_pair(pair, net.config.pad_multiple, "cpu")
@@ -60,8 +58,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    results = {str(run): {Path(root).name: measure(run, root, args.pairs) for root in args.data}
-               for run in args.runs}
+    results = {}
+    for run in args.runs:
+        net = vgii_from_run(run)[0].eval()
+        results[str(run)] = {Path(root).name: measure(net, root, args.pairs) for root in args.data}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     lines = ["# First-pass pseudo-IR against the real infrared (native resolution, identity FiLM)", "",

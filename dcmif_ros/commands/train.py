@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         data=args.data, out=args.out, model=args.model, steps=args.steps, batch_size=args.batch_size,
         crop=args.crop, crop_scales=tuple(args.crop_scales), lr=args.lr, seed=args.seed, device=args.device,
-        val_every=args.val_every,
-        checkpoint_every=args.checkpoint_every, val_images=args.val_images, resume=args.resume,
+        val_every=args.val_every, checkpoint_every=args.checkpoint_every, val_images=args.val_images,
+        resume=args.resume,
         prior=args.prior, workers=args.workers,
         extra={"feature_network": args.feature_network, "afri_target": args.afri_target,
                "loss_weights": dict(args.loss_weights)},

@@ -82,8 +82,9 @@ class DCMIFConfig:
         """This config for the networks trained after JSRL (RIN, RFN), after checking that a JSRL trained with
         ``trained`` fits it: the fields JSRL's weights depend on must agree, the later networks' need not."""
         later = {"name", "rin", "rfn", "text_feature_dim"}
-        differ = [f"{key} {value!r} vs {getattr(self, key)!r}" for key, value in asdict(trained).items()
-                  if key not in later and value != asdict(self)[key]]
+        mine = asdict(self)
+        differ = [f"{key} {value!r} vs {mine[key]!r}" for key, value in asdict(trained).items()
+                  if key not in later and value != mine[key]]
         if differ:
             raise ValueError(f"the JSRL stage was trained with another encoder than the {self.name} preset: "
                              + "; ".join(differ))

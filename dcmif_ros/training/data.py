@@ -100,9 +100,9 @@ class PairDataset(Dataset):
         vis, ir = self.visible[index], self.infrared[index]
         height, width = vis.shape
         low, high = self.scales
-        if low < high:  # drawn only when asked, so fixed-scale runs keep the crops they always had
-            low = float(np.exp(rng.uniform(np.log(low), np.log(high))))
-        scale = max(low, self.crop / min(height, width))
+        # drawn only when asked, so fixed-scale runs keep the crops they always had
+        scale = low if low == high else float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        scale = max(scale, self.crop / min(height, width))
         region = min(round(self.crop / scale), height, width)
         top = int(rng.integers(0, height - region + 1))
         left = int(rng.integers(0, width - region + 1))

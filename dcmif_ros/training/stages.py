@@ -326,9 +326,8 @@ class AFRIStage:
 
         self.config, self.val_pairs, self.train_pairs = config, val_pairs, train_pairs
         net, previous = vgii_from_run(config.out)
-        self.model_config = net.config
         self.net = net.to(config.device)
-        self.film = FiLMHeads(previous["prior_feature_dim"], self.model_config.atoms).to(config.device)
+        self.film = FiLMHeads(previous["prior_feature_dim"], net.config.atoms).to(config.device)
         self.film.load_state_dict(previous["film"])
         self.previous = previous
         # `--prior none` trains the gate on the first-pass (identity FiLM) pseudo-IR, the paper's no-LLM
@@ -380,7 +379,7 @@ class AFRIStage:
         return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
 
     def finalize(self) -> dict:
-        return {"stage": self.name, "model_config": self.model_config.to_dict(),
+        return {"stage": self.name, "model_config": self.net.config.to_dict(),
                 "net": self.net.state_dict(), "film": self.film.state_dict(),
                 "prior_encoder_id": self.previous["prior_encoder_id"],
                 "prior_feature_dim": self.previous["prior_feature_dim"], "validation": self.validate()}
