@@ -40,7 +40,7 @@ import torch
 
 from dcmif_ros import metrics
 from dcmif_ros.checkpoint import load_bundle
-from dcmif_ros.engine import to_uint8
+from dcmif_ros.image_codec import to_uint8
 from dcmif_ros.prior import make_prior_encoder
 from dcmif_ros.training.data import collect_pairs
 from dcmif_ros.training.losses import sobel_magnitude

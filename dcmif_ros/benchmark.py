@@ -45,6 +45,7 @@ def time_torch(model_path: Path, frame: np.ndarray, runs: int) -> list[float]:
 
     from dcmif_ros.checkpoint import load_bundle
     from dcmif_ros.engine import pad_to_multiple
+    from dcmif_ros.image_codec import to_uint8
     import cv2
 
     import json
@@ -61,7 +62,7 @@ def time_torch(model_path: Path, frame: np.ndarray, runs: int) -> list[float]:
             y = pad_to_multiple(ycrcb[:, :, 0].astype(np.float32) / 255.0, net.config.pad_multiple,
                                 net.config.min_side)
             fused, pseudo, gate = net(torch.from_numpy(y)[None, None], *net.identity_film())
-            ycrcb[:, :, 0] = (fused[0, 0, : frame.shape[0], : frame.shape[1]].clamp(0, 1) * 255 + 0.5).byte().numpy()
+            ycrcb[:, :, 0] = to_uint8(fused[0, 0, : frame.shape[0], : frame.shape[1]].numpy())
             cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
             if i >= WARMUP_RUNS:
                 samples.append((time.perf_counter() - t0) * 1e3)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dcmif_ros.export import export_dual
-from dcmif_ros.models.config import DCMIFConfig
+from dcmif_ros.models.config import DCMIFConfig, get_config
 from dcmif_ros.models.dcmif import RFN, DCMIFNet, ren_from_jsrl
 from dcmif_ros.models.dictionary import synthesize
 from dcmif_ros.models.jsrl import JSRL, REN
@@ -127,6 +127,7 @@ class DualDCMIFStage:
         jsrl, _ = jsrl_from_output(load_stage_output(config.out, "jsrl"))
         afri = load_stage_output(config.out, "afri")
         net = DCMIFNet(DCMIFConfig.from_dict(afri["model_config"]))
+        get_config(config.model).require_same(net.config, f"{config.out}/afri/final.pt")
         net.load_state_dict(afri["net"])
         self.model = dual_from_dcmif(net, jsrl).to(config.device)
         self.model.rfn.train()

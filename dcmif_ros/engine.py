@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from dcmif_ros.export import KIND_DUAL, KIND_VISIBLE, KINDS, MANIFEST_FORMAT, sha256
+from dcmif_ros.image_codec import to_uint8
 
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
 PRECISION_CHOICES = ("auto", "fp32", "fp16")  # auto: the fp16 graph on the CUDA provider (TensorRT does its own)
@@ -352,7 +353,3 @@ class FusionEngine:
         result.timings_ms = {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,
                              "total": (t3 - t0) * 1e3}
         return result
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

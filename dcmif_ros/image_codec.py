@@ -344,6 +344,11 @@ _BGR8_TO_YCBCR = np.hstack([_RGB_TO_YCBCR[:, ::-1] / _UINT8_MAX, [[0.0], [_CHROM
 _YCBCR_TO_BGR8 = _affine_inverse(_BGR8_TO_YCBCR)
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A [0, 1] float image as uint8 grey levels, clipped and rounded: the one rounding every output uses."""
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def luminance(bgr: np.ndarray) -> np.ndarray:
     """The uint8 Y the models see: full-range BT.601 (JFIF), what the engine and the training data use."""
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)[:, :, 0]

@@ -109,6 +109,14 @@ def test_fine_tuning_moves_only_the_gate(run_dir, shipped, trained_pieces):
     assert any(moved)
 
 
+def test_the_dual_stage_refuses_a_model_preset_other_than_afris(run_dir, capsys):
+    data = write_pairs(run_dir / "pairs_for_base")
+    assert dcmif(["train", "dual", "--data", str(data), "--out", str(run_dir), "--steps", "0",
+                  "--model", "base"]) == 2
+    assert f"{run_dir}/afri/final.pt holds a tiny model, not the base preset: pass --model tiny" \
+        in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("height,width", [(37, 53), (64, 96)])
 def test_onnxruntime_matches_pytorch(shipped, height, width):
     engine = FusionEngine(shipped.with_suffix(".onnx"), provider="cpu")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from dcmif_ros.cli import main as dcmif
-from dcmif_ros.engine import EngineError, FusionEngine, pad_to_multiple, to_uint8
+from dcmif_ros.engine import EngineError, FusionEngine, pad_to_multiple
+from dcmif_ros.image_codec import to_uint8
 from dcmif_ros.models.feature_network import VGGFeatures, make_feature_network, random_vgg, vgg16_from_checkpoint
 from dcmif_ros.models.lrcfuse import LRCFuse, SoftThreshold, get_config
 from dcmif_ros.training.lrcfuse_stage import LRCFuseLossWeights, MultiLevelLoss, gram_matrix

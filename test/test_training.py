@@ -171,6 +171,32 @@ def test_vgii_takes_its_network_shapes_from_the_model_preset_and_checks_the_jsrl
     assert "another encoder than the base preset" in capsys.readouterr().err
 
 
+def test_afri_refuses_a_model_preset_other_than_the_one_vgii_trained(synthetic_dataset, chain, tmp_path, capsys):
+    out = run_on(chain, tmp_path)
+    (out / "vgii").symlink_to(chain / "vgii")
+    assert dcmif(["train", "afri", "--data", str(synthetic_dataset), "--out", str(out), *SMALL_RUN,
+                  "--model", "base"]) == 2
+    error = capsys.readouterr().err
+    assert f"{out}/vgii/final.pt holds a tiny model, not the base preset: pass --model tiny" in error
+    assert "atoms 16 vs 64" in error and not (out / "afri").exists()
+
+
+@pytest.mark.parametrize("stage,crop,model,expected", [
+    ("jsrl", 36, "tiny", "--crop 36 does not fit the tiny jsrl networks: crops must be multiples of 8"),
+    ("all", 8, "tiny", "at least 16 pixels"),
+    ("vgii", 32, "paper", "unknown model size 'paper'"),
+    ("lrcfuse", 32, "base", "unknown LRCFuse size 'base'"),
+])
+def test_a_crop_or_preset_the_networks_cannot_take_is_refused_before_training(
+        synthetic_dataset, tmp_path, capsys, stage, crop, model, expected):
+    args = small_run()
+    args[args.index("--crop") + 1] = str(crop)
+    assert dcmif(["train", stage, "--data", str(synthetic_dataset), "--out", str(tmp_path), *args,
+                  "--model", model]) == 2
+    assert expected in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_film_trains_last_on_features_of_the_final_first_pass(synthetic_dataset, chain, tmp_path, capsys):
     """With a prior, VGII's last quarter freezes RIN and re-reviews its first pass: the cached features
     then describe exactly the pseudo-IR that inference will show the prior."""

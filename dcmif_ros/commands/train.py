@@ -87,6 +87,19 @@ def loss_weights_per_stage(stages: tuple[str, ...], overrides: dict[str, float])
     return shares
 
 
+def check_crop(crop: int, stages: tuple[str, ...], model: str) -> None:
+    """Fail on a crop the networks cannot take here, by name, rather than on a shape error inside a U-Net level
+    (and on a --model the stage has no preset of, before any data is read)."""
+    from dcmif_ros.models import config as dcmif_presets, lrcfuse as lrcfuse_presets
+
+    for stage in stages:
+        preset = (lrcfuse_presets if stage == "lrcfuse" else dcmif_presets).get_config(model)
+        if crop % preset.pad_multiple or crop < preset.min_side:
+            raise ValueError(f"--crop {crop} does not fit the {model} {stage} networks: crops must be multiples of "
+                             f"{preset.pad_multiple} (the stride of their coarsest level) and at least "
+                             f"{preset.min_side} pixels")
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
     from dataclasses import replace
@@ -104,10 +117,11 @@ def run(args: argparse.Namespace) -> int:
         extra={"feature_network": args.feature_network, "afri_target": args.afri_target,
                "loss_weights": dict(args.loss_weights)},
     )
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    check_crop(config.crop, stages, config.model)
     train_pairs, val_pairs = collect_pairs(args.data, "train"), collect_pairs(args.data, "val")
     print(f"{len(train_pairs)} training pairs, {len(val_pairs)} validation pairs")
     dataset = PairDataset(train_pairs, config.crop, seed=config.seed, scales=config.crop_scales)
-    stages = STAGES if args.stage == "all" else (args.stage,)
     weights = loss_weights_per_stage(stages, dict(args.loss_weights))
     base_config = config
     for stage_name in stages:

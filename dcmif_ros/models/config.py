@@ -78,17 +78,31 @@ class DCMIFConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def differences(self, other: "DCMIFConfig", ignore: frozenset[str] = frozenset()) -> list[str]:
+        """'field other's-value vs this-value' for each field outside ``ignore`` where the two differ."""
+        mine = asdict(self)
+        return [f"{key} {value!r} vs {mine[key]!r}" for key, value in asdict(other).items()
+                if key not in ignore and value != mine[key]]
+
     def with_encoder_of(self, trained: "DCMIFConfig") -> "DCMIFConfig":
         """This config for the networks trained after JSRL (RIN, RFN), after checking that a JSRL trained with
         ``trained`` fits it: the fields JSRL's weights depend on must agree, the later networks' need not."""
-        later = {"name", "rin", "rfn", "text_feature_dim"}
-        mine = asdict(self)
-        differ = [f"{key} {value!r} vs {mine[key]!r}" for key, value in asdict(trained).items()
-                  if key not in later and value != mine[key]]
+        differ = self.differences(trained, ignore=frozenset({"name", "rin", "rfn", "text_feature_dim"}))
         if differ:
             raise ValueError(f"the JSRL stage was trained with another encoder than the {self.name} preset: "
                              + "; ".join(differ))
         return self
+
+    def require_same(self, trained: "DCMIFConfig", source: str) -> None:
+        """Raise unless ``trained`` (the config of the network in ``source``) is this one: the stages after VGII
+        train on its networks as they are, so a --model naming another preset would be silently ignored."""
+        differ = self.differences(trained)
+        if differ:
+            known = PRESETS.get(trained.name) == trained
+            held, option = (f"a {trained.name}", f"--model {trained.name}") if known else (
+                "another", "the --model it was trained with")
+            raise ValueError(f"{source} holds {held} model, not the {self.name} preset: pass {option} "
+                             f"({'; '.join(differ)})")
 
     @classmethod
     def from_dict(cls, data: dict) -> "DCMIFConfig":

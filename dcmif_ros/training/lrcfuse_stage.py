@@ -28,7 +28,7 @@ from dcmif_ros.models.lrcfuse import LRCFuse, LRCFuseConfig, get_config
 from dcmif_ros.training.data import ImagePair
 from dcmif_ros.training.loop import TrainConfig
 from dcmif_ros.training.losses import max_gradient_l1, with_overrides
-from dcmif_ros.training.stages import load_full_pair, load_stage_output
+from dcmif_ros.training.stages import load_full_pair, load_stage_output, tensor_to_uint8
 
 DEFAULT_FEATURE_NETWORK = "random"
 VALIDATION_METRICS = ["AG", "EN", "SF", "EI", "SD", "MI", "SCD", "SSIM", "Qabf"]
@@ -92,10 +92,6 @@ class MultiLevelLoss(torch.nn.Module):
         return {"total": total, **terms}
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image[0, 0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-
-
 @torch.no_grad()
 def fusion_validation(fuse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], pairs: list[ImagePair],
                       multiple: int, device: str) -> dict[str, float]:
@@ -105,8 +101,8 @@ def fusion_validation(fuse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     rows = []
     for pair in pairs:
         vis, ir = load_full_pair(pair, multiple, device)
-        rows.append(compute_metrics(to_uint8(vis), to_uint8(ir), to_uint8(fuse(vis, ir)), mode="gray",
-                                    names=VALIDATION_METRICS))
+        images = [tensor_to_uint8(t) for t in (vis, ir, fuse(vis, ir))]
+        rows.append(compute_metrics(*images, mode="gray", names=VALIDATION_METRICS))
     return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in VALIDATION_METRICS}
 
 

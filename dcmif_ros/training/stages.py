@@ -24,7 +24,7 @@ from dcmif_ros.models.config import DCMIFConfig, get_config
 from dcmif_ros.models.dcmif import DCMIFNet, FiLMHeads, dcmif_from_jsrl, ren_from_jsrl
 from dcmif_ros.models.dictionary import synthesize
 from dcmif_ros.models.jsrl import JSRL
-from dcmif_ros.image_codec import read_gray, read_image
+from dcmif_ros.image_codec import read_gray, read_image, to_uint8
 from dcmif_ros.training.data import ImagePair, load_luminance
 from dcmif_ros.training.loop import TrainConfig
 from dcmif_ros.training.losses import (max_gradient_l1, max_intensity_l1, sobel_magnitude, thermal_region_l1,
@@ -87,6 +87,11 @@ def load_full_pair(pair: ImagePair, multiple: int, device: str) -> tuple[torch.T
     height, width = (vis.shape[0] // multiple) * multiple, (vis.shape[1] // multiple) * multiple
     to_tensor = lambda a: torch.from_numpy(a[:height, :width].copy()).float().div(255)[None, None].to(device)
     return to_tensor(vis), to_tensor(ir)
+
+
+def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
+    """The first image of a batch (as ``load_full_pair`` gives them) as uint8 grey levels, for the metrics."""
+    return to_uint8(image[0, 0].detach().cpu().numpy())
 
 
 def load_stage_output(out: str | Path, stage: str) -> dict:
@@ -326,6 +331,7 @@ class AFRIStage:
 
         self.config, self.val_pairs, self.train_pairs = config, val_pairs, train_pairs
         net, previous = vgii_from_run(config.out)
+        get_config(config.model).require_same(net.config, f"{config.out}/vgii/final.pt")
         self.net = net.to(config.device)
         self.film = FiLMHeads(previous["prior_feature_dim"], net.config.atoms).to(config.device)
         self.film.load_state_dict(previous["film"])
@@ -372,9 +378,8 @@ class AFRIStage:
             vis, ir = load_full_pair(pair, self.net.config.pad_multiple, self.config.device)
             index = torch.tensor([self.val_pairs.index(pair)])
             out = self.net.infer(vis, *self.film_for_pairs(self.val_pairs, index))
-            to_u8 = lambda t: (t[0, 0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-            rows.append(compute_metrics(to_u8(vis), to_u8(ir), to_u8(out.fused), mode="gray",
-                                        names=["AG", "EN", "SF", "EI", "MI", "SCD"]))
+            images = [tensor_to_uint8(t) for t in (vis, ir, out.fused)]
+            rows.append(compute_metrics(*images, mode="gray", names=["AG", "EN", "SF", "EI", "MI", "SCD"]))
         self.net.rfn.train()
         return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
 
