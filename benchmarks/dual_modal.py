@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dcmif_ros.image_codec import read_gray, read_image
-from dcmif_ros.methods import Method, MethodOptions, make_method
+from dcmif_ros.methods import Method, MethodOptions, label_apart, make_method, require_distinct_labels
 from dcmif_ros.metrics import HIGHER_IS_BETTER, compute_metrics, mutual_information
 from dcmif_ros.training.data import collect_pairs
 
@@ -97,8 +97,9 @@ def time_methods(methods: list[Method], data: list[str], runs: int) -> dict:
     return timings
 
 
-def model_costs(specs: list[str]) -> dict:
-    """Parameters and GFLOPs per 640×480 frame of the dual-modal models named by ``name:ONNX`` specs."""
+def model_costs(methods: list[Method], specs: list[str]) -> dict:
+    """Parameters and GFLOPs per 640×480 frame of the dual-modal models among ``methods`` (built from ``specs``,
+    ``name:ONNX``), by method label."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -106,7 +107,7 @@ def model_costs(specs: list[str]) -> dict:
     from dcmif_ros.methods import DUAL_MODEL_FILES, SPEC_SEPARATOR, shipped_dual_model
 
     costs = {}
-    for spec in specs:
+    for method, spec in zip(methods, specs):
         name, _, argument = spec.partition(SPEC_SEPARATOR)
         if name not in DUAL_MODEL_FILES:
             continue
@@ -116,8 +117,8 @@ def model_costs(specs: list[str]) -> dict:
         width, height = TIMING_SIZE
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(torch.rand(1, 1, height, width), torch.rand(1, 1, height, width))
-        label = SPEC_SEPARATOR.join((name, onnx_path.stem))
-        costs[label] = {"parameters": manifest["parameters"], "gflops_640x480": round(counter.get_total_flops() / 1e9, 1)}
+        costs[method.label] = {"parameters": manifest["parameters"],
+                               "gflops_640x480": round(counter.get_total_flops() / 1e9, 1)}
     return costs
 
 
@@ -196,15 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", help="auto, fp32 or fp16 (see dcmif_ros.engine)")
     args = parser.parse_args(argv)
 
-    methods = [make_method(spec, MethodOptions(provider=args.provider, precision=args.precision))
-               for spec in args.methods]
+    methods = label_apart([make_method(spec, MethodOptions(provider=args.provider, precision=args.precision))
+                           for spec in args.methods], args.methods)
+    require_distinct_labels(methods)
     report = {"title": args.title, "command": shlex.join([Path(sys.executable).name, *sys.argv]),
               "host": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}",
               "results": evaluate(methods, args.data, args.max_pairs), "seafusion": SEAFUSION}
     report["bar"] = bar_comparison(report["results"])
     if not args.no_timing:
         report["timing"] = time_methods(methods, args.data, TIMING_RUNS)
-        report["costs"] = model_costs(args.methods)
+        report["costs"] = model_costs(methods, args.methods)
     for method in methods:
         method.close()
     json_path, markdown_path = (Path(f"{args.out}{suffix}") for suffix in (".json", ".md"))

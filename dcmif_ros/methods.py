@@ -116,6 +116,21 @@ def make_method(spec: str, options: MethodOptions = MethodOptions()) -> Method:
     return dataclasses.replace(method, label=spec) if spec in _ALIASES else method
 
 
+def label_apart(methods: list[Method], specs: list[str]) -> list[Method]:
+    """``methods`` (built from ``specs``, in order) with every label that two of them would share replaced by
+    the method's spec: models are labelled by file name, and two runs' ``lrcfuse.onnx`` must not merge."""
+    labels = [method.label for method in methods]
+    return [dataclasses.replace(method, label=spec) if labels.count(method.label) > 1 else method
+            for method, spec in zip(methods, specs)]
+
+
+def require_distinct_labels(methods: list[Method]) -> None:
+    """Results are keyed by label: a shared one would silently average two methods into one row."""
+    labels = [method.label for method in methods]
+    if not labels or len(set(labels)) != len(labels):
+        raise ValueError(f"need methods with distinct labels, got {labels}")
+
+
 def _no_argument(name: str, argument: str) -> None:
     if argument:
         raise ValueError(f"method {name!r} takes no argument, got {name}{SPEC_SEPARATOR}{argument}")

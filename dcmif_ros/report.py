@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from dcmif_ros.evaluation import VALUE_FORMAT
 from dcmif_ros.image_codec import luminance, read_gray, read_image
-from dcmif_ros.methods import Method
+from dcmif_ros.methods import Method, require_distinct_labels
 from dcmif_ros.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics, peak_signal_to_noise
 from dcmif_ros.metrics import added_correlation, mutual_information_with, structural_similarity
 from dcmif_ros.training.data import ImagePair, collect_pairs
@@ -97,9 +97,7 @@ def build_report(datasets: Sequence[str | Path], methods: Sequence[Method], out_
 
     ``figure_scenes``: the first pairs of each dataset shown in the figure; ``max_pairs``: a cap per dataset.
     """
-    labels = [method.label for method in methods]
-    if not labels or len(set(labels)) != len(labels):
-        raise ValueError(f"need methods with distinct labels, got {labels}")
+    require_distinct_labels(methods)
     out_dir = Path(out_dir)
     results, figure_rows = [], []
     for dataset in map(Path, datasets):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -148,6 +149,19 @@ def test_unscorable_pairs_are_listed_and_left_out_for_every_method(tmp_path):
 def test_methods_must_have_distinct_labels(datasets, tmp_path):
     with pytest.raises(ValueError, match="distinct labels"):
         build_report(datasets, [make_method("visible"), make_method("visible")], tmp_path / "out", figure_scenes=1)
+
+
+def test_two_models_with_one_file_name_are_labelled_by_their_specs(random_tiny_onnx, tmp_path):
+    copy = tmp_path / "other_run" / random_tiny_onnx.name
+    copy.parent.mkdir()
+    for source in random_tiny_onnx.parent.glob(random_tiny_onnx.stem + ".*"):
+        shutil.copy(source, copy.parent / source.name)
+    specs = [f"dcmif:{random_tiny_onnx}:none", f"dcmif:{copy}:none", "max"]
+    built = [make_method(spec, methods.MethodOptions(provider="cpu")) for spec in specs]
+    assert built[0].label == built[1].label  # each labelled by its file name
+    labels = [method.label for method in methods.label_apart(built, specs)]
+    assert labels == [*specs[:2], "max"]
+    methods.require_distinct_labels(methods.label_apart(built, specs))
 
 
 def test_method_registry_builds_aliases_and_rejects_bad_specs(random_tiny_onnx, monkeypatch):

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the methods (all before any work, so a bad spec fails fast), run the report, free the models."""
-    from dcmif_ros.methods import MethodOptions, make_method
+    from dcmif_ros.methods import MethodOptions, label_apart, make_method
     from dcmif_ros.report import build_report
 
     options = MethodOptions(provider=args.provider, precision=args.precision)
@@ -56,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
             method = make_method(spec, options)
             resources.callback(method.close)
             methods.append(method)
-        files = build_report(args.data, methods, args.out, args.figure_scenes, max_pairs=args.max_pairs)
+        files = build_report(args.data, label_apart(methods, args.methods), args.out, args.figure_scenes, max_pairs=args.max_pairs)
     print(f"wrote {files.markdown}" + (f" and {files.figure}" if files.figure else ""))
     return 0
