@@ -27,7 +27,13 @@ and AFRI commands with ``--out runs/tiny3`` on a copy of ``runs/tiny/jsrl``, the
 e098f90, shipped to ``runs/tiny3/dcmif_tiny.pt``; without the prior, AFRI on a copy of it in
 ``runs/tiny3_noprior``), run as above with ``runs/tiny/shipped_two_level_rin.pt`` (a copy of the shipped
 ``models/dcmif_tiny.pt``) and ``runs/afri_none2/dcmif_tiny_afri_no_prior.pt`` beside them. docs/model.md
-("RIN depth") reads them.
+("RIN depth") reads them. ``results/afri_headroom_long_rin.md`` does the same for ``runs/rinL`` (the four-level
+RIN after 12000 VGII steps without the prior, see ``first_pass_pseudo_ir.py``) with AFRI trained as for
+``afri_none2`` (``--out runs/rinL ... --ship runs/rinL/dcmif_rinL_no_prior.pt``, the same edited preset):
+
+    python benchmarks/afri_headroom.py runs/afri_none2/dcmif_tiny_afri_no_prior.pt runs/rinL/dcmif_rinL_no_prior.pt \
+        --prior none --data $D/msrs_fullres $D/roadscene_train $D/llvip_train \
+        --out benchmarks/results/afri_headroom_long_rin
 """
 from __future__ import annotations
 
