@@ -7,6 +7,13 @@ Writes ``OUT.json`` (every mean and the command) and ``OUT.md``.
 
     nice -n 15 .venv/bin/python benchmarks/dual_modal.py --methods max lrcfuse dcmif-dual \\
         dcmif:models/dcmif_tiny.onnx:none --out benchmarks/results/dual_modal
+
+``results/dual_modal.lrcfuse_size.md`` compares LRCFuse sizes (docs/dual_modal.md, "Model size"), each run shipped
+to ``runs/<run>/lrcfuse.onnx`` with ``--resume --ship``:
+
+    python benchmarks/dual_modal.py --methods max lrcfuse lrcfuse:runs/lrc_tiny400/lrcfuse.onnx \
+        lrcfuse:runs/lrc_paper400/lrcfuse.onnx lrcfuse:runs/lrc_paper_long/lrcfuse.onnx \
+        --out benchmarks/results/dual_modal.lrcfuse_size
 """
 from __future__ import annotations
 
