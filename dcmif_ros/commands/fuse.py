@@ -171,8 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
     import cv2
 
-    from dcmif_ros.image_codec import to_uint8
-    from dcmif_ros.image_codec import read_image
+    from dcmif_ros.image_codec import read_image, to_uint8
     from dcmif_ros.methods import StillImageFuser
     from dcmif_ros.pipeline import FusionPipeline
 

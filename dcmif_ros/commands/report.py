@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             method = make_method(spec, options)
             resources.callback(method.close)
             methods.append(method)
-        files = build_report(args.data, label_apart(methods, args.methods), args.out, args.figure_scenes, max_pairs=args.max_pairs)
+        files = build_report(args.data, label_apart(methods, args.methods), args.out, args.figure_scenes,
+                             max_pairs=args.max_pairs)
     print(f"wrote {files.markdown}" + (f" and {files.figure}" if files.figure else ""))
     return 0
