@@ -14,11 +14,10 @@ Runs in ``results/first_pass_pseudo_ir.md`` (docs/model.md, "RIN depth"), each o
 before VGII took its shapes from ``--model``: each run's ``jsrl/final.pt`` is ``runs/tiny/jsrl``'s with its
 recorded ``model_config.rin`` set to the four-level RIN (today: ``--model tiny`` at commit e098f90), and
 with a backbone that initialised its levels before its entry (same seeds, other initial weights than today's
-code). ``rinL`` is the four-level RIN trained four times as long (``--steps 12000 --crop-scales 0.25 1
---val-every 1500``), made
-with VGII's ``--model`` check in place: ``--model tiny`` at commit a4ebb9b with the preset's ``rin`` edited
-to ``BackboneConfig(width=24, blocks_per_level=(1, 2, 2, 2))`` (its VGII output records that config). The rest
-as the shipped VGII command:
+code). ``rinL`` is the four-level RIN trained four times as long (``--steps 12000 --crop-scales 0.25 1 --val-every
+1500``), made with VGII's ``--model`` check in place: ``--model tiny`` at commit a4ebb9b with the preset's ``rin``
+edited to ``BackboneConfig(width=24, blocks_per_level=(1, 2, 2, 2))`` (its VGII output records that config). The
+rest as the shipped VGII command:
 
     dcmif train vgii --data $D/msrs_train_128 $D/msrs_fullres $D/roadscene_train --out runs/rinB --model tiny \
         --steps 3000 --batch-size 8 --crop 128 --lr 2e-3 --val-every 500 --val-images 12 --prior none

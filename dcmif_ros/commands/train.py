@@ -96,7 +96,7 @@ def check_crop(crop: int, stages: tuple[str, ...], model: str) -> None:
         preset = (lrcfuse_presets if stage == "lrcfuse" else dcmif_presets).get_config(model)
         if crop % preset.pad_multiple or crop < preset.min_side:
             raise ValueError(f"--crop {crop} does not fit the {model} {stage} networks: crops must be multiples of "
-                             f"{preset.pad_multiple} (the stride of their coarsest level) and at least "
+                             f"{preset.pad_multiple} (their pad multiple: every level must divide it) and at least "
                              f"{preset.min_side} pixels")
 
 
