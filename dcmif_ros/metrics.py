@@ -461,8 +461,9 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def correlation_of_differences(vi: np.ndarray, ir: np.ndarray, fused: np.ndarray) -> float:
-    """SCD (Aslantas & Bendes 2015): what F adds over one source should correlate with the other."""
-    return _pearson(fused - ir, vi) + _pearson(fused - vi, ir)
+    """SCD (Aslantas & Bendes 2015): what F adds over one source should correlate with the other; a half where
+    F adds nothing to its source counts 0 (corr2 gives NaN there), so a source itself as F has a finite SCD."""
+    return added_correlation(ir, vi, fused) + added_correlation(vi, ir, fused)
 
 
 def added_correlation(base: np.ndarray, other: np.ndarray, fused: np.ndarray) -> float:

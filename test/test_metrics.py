@@ -156,7 +156,17 @@ def test_fusing_an_image_with_itself_reaches_the_ideal_values(mode):
     assert values["Nabf"] == 0.0
     assert values["Qabf"] == pytest.approx(QABF_IDENTITY, abs=1e-3)
     assert values["PSNR"] == math.inf
-    assert math.isnan(values["SCD"])  # F - IR is all zeros: the correlation is 0/0, as in MATLAB
+    # F adds nothing to either source: both halves are 0/0 in MATLAB's corr2 (NaN); counted 0 here, so a
+    # source itself (the visible image as a "fusion") has an SCD to compare against
+    assert values["SCD"] == 0.0
+
+
+def test_scd_of_the_visible_image_itself_is_its_correlation_with_the_difference_to_the_infrared():
+    vi, ir = _scene(5), _scene(6)
+    scd = compute_metrics(vi, ir, vi, mode="gray", names=["SCD"])["SCD"]
+    assert math.isfinite(scd)
+    assert scd == pytest.approx(float(np.corrcoef((vi.astype(float) - ir).ravel(), vi.astype(float).ravel())[0, 1]),
+                                abs=1e-9)
 
 
 def test_mutual_information_of_an_image_with_itself_is_twice_its_entropy_in_bits():

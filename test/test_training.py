@@ -182,7 +182,7 @@ def test_afri_refuses_a_model_preset_other_than_the_one_vgii_trained(synthetic_d
 
 
 @pytest.mark.parametrize("stage,crop,model,expected", [
-    ("jsrl", 36, "tiny", "--crop 36 does not fit the tiny jsrl networks: crops must be multiples of 8"),
+    ("jsrl", 40, "tiny", "--crop 40 does not fit the tiny jsrl networks: crops must be multiples of 16"),
     ("all", 8, "tiny", "at least 16 pixels"),
     ("vgii", 32, "paper", "unknown model size 'paper'"),
     ("lrcfuse", 32, "base", "unknown LRCFuse size 'base'"),

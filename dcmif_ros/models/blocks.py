@@ -110,10 +110,12 @@ class CoefficientBackbone(UNetLevel):
         nn.init.normal_(self.exit.weight, std=NEAR_ZERO_INIT_STD)
         nn.init.zeros_(self.exit.bias)
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         """Several inputs act as their channel concatenation, without building it at full resolution: the
-        entry convolution is applied per input with its slice of the weights and summed at low resolution."""
-        return self.exit(super().forward(self.enter(inputs)))
+        entry convolution is applied per input with its slice of the weights and summed at low resolution.
+        ``guide`` (features at the entry's resolution and width) is added to the first level's input."""
+        entered = self.enter(inputs)
+        return self.exit(super().forward(entered if guide is None else entered + guide))
 
     def enter(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if len(inputs) == 1:

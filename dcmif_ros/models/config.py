@@ -6,6 +6,41 @@ from dataclasses import asdict, dataclass, field
 
 SOLVE_BLOCK = 4  # REN's solve kernel runs on 4×4 pixel blocks (measured fastest of 1, 2 and 4 in onnxruntime)
 
+# MobileNetV2's inverted-residual table: (expansion t, output channels c, repeats n, first stride s)
+MOBILENET_V2_TABLE = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                      (6, 320, 1, 1))
+MOBILENET_V2_STEM = 32
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """Which MobileNetV2 layers the branch keeps and which it taps.
+
+    ``taps`` are indices into MobileNetV2's ``features`` (0 is the stem); the branch runs up to the last one. The
+    defaults tap the end of the stride-8 stage (32 channels: small objects) and of the stride-16 stage (96
+    channels: what an object is), and leave out the stride-32 stages (most of MobileNetV2's FLOPs).
+    """
+
+    taps: tuple[int, ...] = (6, 13)
+
+    @property
+    def depth(self) -> int:
+        return max(self.taps) + 1
+
+    @property
+    def deepest_stride(self) -> int:
+        return layer_shapes()[max(self.taps)][1]
+
+
+def layer_shapes() -> list[tuple[int, int]]:
+    """(output channels, stride relative to the input) of every MobileNetV2 ``features`` layer."""
+    shapes, stride = [(MOBILENET_V2_STEM, 2)], 2
+    for _, channels, repeats, first_stride in MOBILENET_V2_TABLE:
+        for repeat in range(repeats):
+            stride *= first_stride if repeat == 0 else 1
+            shapes.append((channels, stride))
+    return shapes
+
 
 @dataclass(frozen=True)
 class BackboneConfig:
@@ -40,6 +75,8 @@ class DCMIFConfig:
     5×5 atoms): 33 is the largest size whose ``SOLVE_BLOCK`` blocks still need only a 9×9 block kernel. The
     energy it drops is recorded in export manifests (3e-7 for the shipped model, whose VGII/AFRI were trained
     before the crop existed: its fused and pseudo-IR outputs move by at most 0.04 of a grey level).
+    ``semantic`` adds the pretrained semantic branch F_sem to RIN (``models/semantic.py``); None is the paper's
+    RIN alone (and what checkpoints written before the branch existed hold).
     """
 
     name: str
@@ -56,11 +93,12 @@ class DCMIFConfig:
     solver_kernel_size: int = 31
     solve_kernel_size: int = 33
     text_feature_dim: int = 384
+    semantic: SemanticConfig | None = None
 
     @property
     def pad_multiple(self) -> int:
         """Inputs are padded to this multiple so every backbone level and REN's solve blocks divide evenly."""
-        strides = [c.deepest_stride for c in (self.coenet, self.rin, self.rfn)]
+        strides = [c.deepest_stride for c in (self.coenet, self.rin, self.rfn, self.semantic) if c is not None]
         return math.lcm(*strides, SOLVE_BLOCK)
 
     @property
@@ -87,7 +125,7 @@ class DCMIFConfig:
     def with_encoder_of(self, trained: "DCMIFConfig") -> "DCMIFConfig":
         """This config for the networks trained after JSRL (RIN, RFN), after checking that a JSRL trained with
         ``trained`` fits it: the fields JSRL's weights depend on must agree, the later networks' need not."""
-        differ = self.differences(trained, ignore=frozenset({"name", "rin", "rfn", "text_feature_dim"}))
+        differ = self.differences(trained, ignore=frozenset({"name", "rin", "rfn", "text_feature_dim", "semantic"}))
         if differ:
             raise ValueError(f"the JSRL stage was trained with another encoder than the {self.name} preset: "
                              + "; ".join(differ))
@@ -111,11 +149,14 @@ class DCMIFConfig:
             sub = dict(data[key])
             sub["blocks_per_level"] = tuple(sub["blocks_per_level"])
             data[key] = BackboneConfig(**sub)
+        if data.get("semantic") is not None:
+            data["semantic"] = SemanticConfig(taps=tuple(data["semantic"]["taps"]))
         return cls(**data)
 
 
 PRESETS: dict[str, DCMIFConfig] = {
-    "tiny": DCMIFConfig(name="tiny", atoms=16),
+    # the semantic branch is what makes people and vehicles warm (docs/model.md, "Semantics")
+    "tiny": DCMIFConfig(name="tiny", atoms=16, semantic=SemanticConfig()),
     "base": DCMIFConfig(
         name="base",
         atoms=64,
@@ -125,6 +166,7 @@ PRESETS: dict[str, DCMIFConfig] = {
         rin=BackboneConfig(width=64, blocks_per_level=(3, 3, 2, 2), entry_stride=2),
         rfn=BackboneConfig(width=64, blocks_per_level=(2, 2), entry_stride=2),
         dicnet_width=64,
+        semantic=SemanticConfig(),
     ),
 }
 

@@ -17,17 +17,27 @@ from dcmif_ros.models.blocks import CoefficientBackbone
 from dcmif_ros.models.config import DCMIFConfig
 from dcmif_ros.models.dictionary import normalize_atoms, solver_filter, synthesize
 from dcmif_ros.models.jsrl import JSRL, REN
+from dcmif_ros.models.semantic import SemanticBranch
 
 
 class RIN(nn.Module):
-    """Representation inference: visible coefficients → pseudo-infrared coefficients (residual, starts as identity)."""
+    """Representation inference: visible coefficients → pseudo-infrared coefficients (residual, starts as identity),
+    guided by the semantic branch F_sem of the visible luminance when the config has one."""
 
     def __init__(self, config: DCMIFConfig):
         super().__init__()
         self.backbone = CoefficientBackbone(config.atoms, config.atoms, config.rin)
+        self.semantic = (None if config.semantic is None else
+                         SemanticBranch(config.semantic, config.rin.width, config.rin.entry_stride))
 
-    def forward(self, coefficients: torch.Tensor) -> torch.Tensor:
-        return coefficients + self.backbone(coefficients)
+    def guide(self, luminance: torch.Tensor) -> torch.Tensor | None:
+        return None if self.semantic is None else self.semantic(luminance)
+
+    def guided(self, coefficients: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+        return coefficients + self.backbone(coefficients, guide=guide)
+
+    def forward(self, coefficients: torch.Tensor, luminance: torch.Tensor) -> torch.Tensor:
+        return self.guided(coefficients, self.guide(luminance))
 
 
 class FiLMHeads(nn.Module):
@@ -85,7 +95,7 @@ class DCMIFNet(nn.Module):
     def infer(self, luminance: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> DCMIFOutput:
         coef_vis = self.ren(luminance)
         modulated = gamma.reshape(-1, self.config.atoms, 1, 1) * coef_vis + beta.reshape(-1, self.config.atoms, 1, 1)
-        coef_pir = self.rin(modulated)
+        coef_pir = self.rin(modulated, luminance)
         weight_pir = self.rfn(coef_vis, coef_pir)
         coef_fused = coef_vis + weight_pir * (coef_pir - coef_vis)  # W_vis ⊙ S_vis + W_pir ⊙ S_pir
         return DCMIFOutput(

@@ -15,9 +15,13 @@ import torch
 from torch.utils.data import Dataset
 
 from dcmif_ros.image_codec import luminance, read_gray, read_image
+from dcmif_ros.training.objects import crop_boxes, read_boxes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VALIDATION_EVERY = 5  # every 5th pair (sorted by name) of each folder is held out for validation
+
+
+BOXES_DIR = "boxes"  # YOLO labels of the objects the infrared shows, one text file per pair
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class ImagePair:
     name: str
     visible_path: Path
     infrared_path: Path
+    boxes_path: Path | None = None  # None: the folder has no labels (a missing file in a labelled folder: none)
 
 
 def find_pairs(root: str | Path) -> list[ImagePair]:
@@ -38,7 +43,9 @@ def find_pairs(root: str | Path) -> list[ImagePair]:
     unmatched = sorted(set(visible) ^ set(infrared))
     if unmatched:
         raise ValueError(f"{root}: {len(unmatched)} images without a partner, e.g. {unmatched[:5]}")
-    return [ImagePair(f"{root.name}/{stem}", visible[stem], infrared[stem]) for stem in sorted(visible)]
+    boxes_dir = root / BOXES_DIR
+    boxes = (lambda stem: boxes_dir / f"{stem}.txt") if boxes_dir.is_dir() else (lambda stem: None)
+    return [ImagePair(f"{root.name}/{stem}", visible[stem], infrared[stem], boxes(stem)) for stem in sorted(visible)]
 
 
 def split_pairs(pairs: list[ImagePair], split: str) -> list[ImagePair]:
@@ -66,7 +73,8 @@ def load_luminance(path: Path) -> np.ndarray:
 
 
 class PairDataset(Dataset):
-    """Random aligned crops (and horizontal flips) of (Y_vis, IR), as float tensors in [0, 1].
+    """Random aligned crops (and horizontal flips) of (Y_vis, IR), as float tensors in [0, 1], with the labelled
+    objects' boxes in crop pixels (``objects.crop_boxes``; no rows for a folder without labels).
 
     ``scales`` = (low, high) draws each crop at a random scale s (log-uniform): a (crop / s)-pixel region
     resized to ``crop``, so a model that runs on frames downscaled for speed (the node's ``processing_size``)
@@ -84,6 +92,7 @@ class PairDataset(Dataset):
         self.pairs, self.crop, self.seed, self.augment, self.scales = pairs, crop, seed, augment, scales
         self.visible = [load_luminance(p.visible_path) for p in pairs]
         self.infrared = [read_gray(p.infrared_path) for p in pairs]
+        self.boxes = [read_boxes(p.boxes_path) for p in pairs]
         for pair, vis, ir in zip(pairs, self.visible, self.infrared):
             if vis.shape != ir.shape:
                 raise ValueError(f"{pair.name}: visible {vis.shape} and infrared {ir.shape} differ in size")
@@ -111,10 +120,14 @@ class PairDataset(Dataset):
         if region != self.crop:
             interpolation = cv2.INTER_AREA if region > self.crop else cv2.INTER_LINEAR
             vis, ir = (cv2.resize(x, (self.crop, self.crop), interpolation=interpolation) for x in (vis, ir))
-        if self.augment and rng.random() < 0.5:
+        flip = self.augment and rng.random() < 0.5
+        if flip:
             vis, ir = vis[:, ::-1], ir[:, ::-1]
         return {
             "vis": torch.from_numpy(np.ascontiguousarray(vis)).float().div(255.0)[None],
             "ir": torch.from_numpy(np.ascontiguousarray(ir)).float().div(255.0)[None],
+            "boxes": torch.from_numpy(crop_boxes(self.boxes[index], (height, width), top, left, region, self.crop,
+                                                 flip)),
+            "labelled": self.pairs[index].boxes_path is not None,
             "index": index,
         }

@@ -41,9 +41,12 @@ class TrainConfig:
 
 
 class Stage(Protocol):
+    """``trainable`` returns parameters, or parameter groups (dicts with ``params`` and optionally ``lr_scale``,
+    a factor on ``--lr``: pretrained layers fine-tune more gently than new ones)."""
+
     name: str
 
-    def trainable(self) -> list[torch.nn.Parameter]: ...
+    def trainable(self) -> list[torch.nn.Parameter] | list[dict]: ...
     def state(self) -> dict: ...
     def load_state(self, state: dict) -> None: ...
     def losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]: ...
@@ -75,8 +78,12 @@ def run_stage(stage: Stage, dataset: PairDataset, config: TrainConfig) -> Path:
     stage_dir = Path(config.out) / stage.name
     stage_dir.mkdir(parents=True, exist_ok=True)
     last_path, final_path, log_path = stage_dir / "last.pt", stage_dir / "final.pt", stage_dir / "log.jsonl"
-    params = stage.trainable()
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    groups = stage.trainable()
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    optimizer = torch.optim.Adam([{"params": g["params"], "lr": config.lr * g.get("lr_scale", 1.0)} for g in groups],
+                                 lr=config.lr)
+    params = [p for g in groups for p in g["params"]]
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / max(config.steps, 1))))
     step, epoch = 0, 0

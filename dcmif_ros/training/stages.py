@@ -29,6 +29,8 @@ from dcmif_ros.training.data import ImagePair, load_luminance
 from dcmif_ros.training.loop import TrainConfig
 from dcmif_ros.training.losses import (max_gradient_l1, max_intensity_l1, sobel_magnitude, thermal_region_l1,
                                        with_overrides)
+from dcmif_ros.training.objects import (box_masks, crop_boxes, read_boxes, object_contrasts, objectness_target,
+                                        warm_object_terms)
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,15 @@ class VGIIWeights:
     image: float = 1.0  # l_int, image domain
     coefficients: float = 1.0  # l_int, coefficient domain (against the JSRL infrared coefficients)
     thermal_region: float = 1.0  # l_reg
-    gradient: float = 0.5  # l_grad (magnitudes: edge polarity flips between the bands)
+    # l_grad (magnitudes: edge polarity flips between the bands); it pulls the pseudo-IR towards the visible
+    # image's edges, the edge map users saw: weakened from the paper's 0.5 (docs/model.md, "Semantics")
+    gradient: float = 0.1
+    warm_inside: float = 2.0  # labelled objects: L1 to the real infrared inside each box
+    warm_contrast: float = 4.0  # labelled objects: their contrast against a ring around them, as the real IR's
+    objectness: float = 0.2  # the semantic branch's auxiliary objectness head (training only)
+
+
+SEMANTIC_LR_SCALE = 0.1  # the pretrained MobileNetV2 layers fine-tune at a tenth of --lr
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,13 @@ def load_full_pair(pair: ImagePair, multiple: int, device: str) -> tuple[torch.T
     height, width = (vis.shape[0] // multiple) * multiple, (vis.shape[1] // multiple) * multiple
     to_tensor = lambda a: torch.from_numpy(a[:height, :width].copy()).float().div(255)[None, None].to(device)
     return to_tensor(vis), to_tensor(ir)
+
+
+def full_frame_boxes(pair: ImagePair, size: tuple[int, int], device: str) -> torch.Tensor:
+    """The labelled boxes of a whole validation pair (as ``load_full_pair`` crops it), (1, MAX_OBJECTS, 5)."""
+    side = max(size)
+    boxes = crop_boxes(read_boxes(pair.boxes_path), size, 0, 0, side, side, flip=False)
+    return torch.from_numpy(boxes)[None].to(device)
 
 
 def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -224,6 +241,11 @@ class VGIIStage:
         self.config, self.val_pairs, self.train_pairs = config, val_pairs, train_pairs
         jsrl, dictionary = jsrl_from_output(load_stage_output(config.out, "jsrl"))
         self.net = dcmif_from_jsrl(jsrl, dictionary, get_config(config.model)).to(config.device)
+        semantic = self.net.rin.semantic
+        if semantic is not None:
+            semantic.load_pretrained()
+        # training only, never exported: objectness from the semantic guide at RIN's entry stride
+        self.objectness = torch.nn.Conv2d(self.net.config.rin.width, 1, 1).to(config.device)
         self.ir_encoder = ren_from_jsrl(jsrl, "ir").to(config.device)
         self.encoder = make_prior_encoder(config.prior)
         self.use_prior = not getattr(self.encoder, "is_identity", False)
@@ -235,15 +257,22 @@ class VGIIStage:
         self.checked_final_features = False
         self.weights = with_overrides(VGIIWeights(), config.extra.get("loss_weights"))
 
-    def trainable(self):
-        return list(self.net.rin.parameters()) + list(self.film.parameters())
+    def trainable(self) -> list[dict]:
+        semantic = self.net.rin.semantic
+        pretrained = [] if semantic is None else list(semantic.features.parameters())
+        known = {id(p) for p in pretrained}
+        fresh = [p for p in self.net.rin.parameters() if id(p) not in known]
+        fresh += list(self.film.parameters()) + list(self.objectness.parameters())
+        return [{"params": fresh}, {"params": pretrained, "lr_scale": SEMANTIC_LR_SCALE}]
 
     def state(self) -> dict:
-        return {"rin": self.net.rin.state_dict(), "film": self.film.state_dict()}
+        return {"rin": self.net.rin.state_dict(), "film": self.film.state_dict(),
+                "objectness": self.objectness.state_dict()}
 
     def load_state(self, state: dict) -> None:
         self.net.rin.load_state_dict(state["rin"])
         self.film.load_state_dict(state["film"])
+        self.objectness.load_state_dict(state["objectness"])
 
     def film_for(self, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Identity FiLM, then RIN + FiLM on features of the first pass at ``prior_from_step``, then (RIN
@@ -271,16 +300,28 @@ class VGIIStage:
             coef_vis = self.net.ren(vis)
             coef_ir = self.ir_encoder(ir)
         modulated = gamma[:, :, None, None] * coef_vis + beta[:, :, None, None]
-        coef_pir = self.net.rin(modulated)
+        guide = self.net.rin.guide(vis)
+        coef_pir = self.net.rin.guided(modulated, guide)
         pseudo_ir = synthesize(coef_pir, self.net.dictionary)
+        warm = warm_object_terms(pseudo_ir, ir, batch["boxes"])
         terms = {
             "int": F.l1_loss(pseudo_ir, ir),
             "coef": F.l1_loss(coef_pir, coef_ir),
             "reg": thermal_region_l1(pseudo_ir, ir),
             "grad": F.l1_loss(sobel_magnitude(pseudo_ir), sobel_magnitude(vis)),
+            "warm_in": warm["inside"],
+            "warm_con": warm["contrast"],
         }
         w = self.weights
-        total = w.image * terms["int"] + w.coefficients * terms["coef"] + w.thermal_region * terms["reg"] + w.gradient * terms["grad"]
+        total = (w.image * terms["int"] + w.coefficients * terms["coef"] + w.thermal_region * terms["reg"]
+                 + w.gradient * terms["grad"] + w.warm_inside * terms["warm_in"] + w.warm_contrast * terms["warm_con"])
+        if guide is not None:
+            stride = self.net.config.rin.entry_stride
+            target = objectness_target(batch["boxes"], *vis.shape[-2:], stride)
+            per_pixel = F.binary_cross_entropy_with_logits(self.objectness(guide), target, reduction="none")
+            labelled = batch["labelled"].to(per_pixel.dtype)  # an unlabelled folder's objects are unknown, not absent
+            terms["obj"] = (per_pixel.mean(dim=(1, 2, 3)) * labelled).sum() / labelled.sum().clamp(min=1)
+            total = total + w.objectness * terms["obj"]
         return {"total": total, **terms}
 
     def val_film(self, pair: ImagePair) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,7 +332,8 @@ class VGIIStage:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         self.net.eval()
-        scores = {"pir_psnr": [], "pir_l1": [], "vis_psnr": [], "pir_warm": [], "ir_warm": []}
+        scores = {"pir_psnr": [], "pir_l1": [], "vis_psnr": [], "pir_warm": [], "ir_warm": [], "pir_objects": [],
+                  "ir_objects": []}
         for pair in self.val_pairs[: self.config.val_images]:
             vis, ir = load_full_pair(pair, self.net.config.pad_multiple, self.config.device)
             pseudo = self.net.infer(vis, *self.val_film(pair)).pseudo_ir.clamp(0, 1)
@@ -300,8 +342,13 @@ class VGIIStage:
             scores["vis_psnr"].append(psnr(vis, ir))
             scores["pir_warm"].append(warm_contrast(pseudo, ir))
             scores["ir_warm"].append(warm_contrast(ir, ir))
+            boxes = full_frame_boxes(pair, vis.shape[-2:], self.config.device)
+            inside, ring, valid = box_masks(boxes, *vis.shape[-2:])
+            usable = (valid & ring.any(dim=(2, 3)))[0]
+            for name, image in (("pir_objects", pseudo), ("ir_objects", ir)):
+                scores[name].extend(object_contrasts(image, inside, ring)[0][usable].tolist())
         self.net.rin.train()
-        return {k: round(float(np.mean(v)), 4) for k, v in scores.items()}
+        return {k: round(float(np.mean(v)), 4) if v else None for k, v in scores.items()}
 
     def finalize(self) -> dict:
         if self.use_prior:  # a no-op unless the run was too short for its FiLM-only phase
