@@ -101,18 +101,20 @@ BOXES = torch.tensor([[[0, 12, 10, 18, 20]] + [[-1, 0, 0, 0, 0]] * 3], dtype=tor
 
 def test_warm_object_terms_vanish_on_the_real_infrared_and_grow_with_a_cold_object():
     infrared = scene_with_object(0.9)
-    same = warm_object_terms(infrared, infrared, BOXES)
+    masks = box_masks(BOXES, 32, 32)
+    same = warm_object_terms(infrared, infrared, masks)
     assert same["inside"] == 0 and same["contrast"] == 0
     cold = scene_with_object(0.2).requires_grad_(True)
-    terms = warm_object_terms(cold, infrared, BOXES)
+    terms = warm_object_terms(cold, infrared, masks)
     assert terms["contrast"].item() == pytest.approx(0.7, abs=1e-6) and terms["inside"].item() == pytest.approx(0.7, abs=1e-6)
     terms["contrast"].backward()
-    inside, _, _ = box_masks(BOXES, 32, 32)
+    inside, _, _ = masks
+    assert inside.shape[1] == 1  # the padding rows are left out
     assert (cold.grad[0, 0][inside[0, 0]] < 0).all()  # raising the object lowers the loss
 
 
 def test_objectness_target_is_the_covered_share_of_each_cell():
-    target = objectness_target(BOXES, 32, 32, stride=4)
+    target = objectness_target(box_masks(BOXES, 32, 32)[0], stride=4)
     assert target.shape == (1, 1, 8, 8)
     assert target[0, 0, 3, 3] == 1.0 and target[0, 0, 0, 0] == 0.0
     assert target[0, 0, 2, 3] == 0.5  # rows 8..11 of which 10, 11 are inside

@@ -58,7 +58,9 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> tuple[torch.Tenso
     """Per-object (inside, ring) boolean masks, (N, K, H, W), and which rows are objects, (N, K).
 
     The ring is the box grown by ``RING_MARGIN`` of its shorter side, minus every object's box (a person's
-    neighbour is not their background)."""
+    neighbour is not their background). K is the most objects any image of the batch has (the padding rows
+    after them are left out: dense masks of all ``MAX_OBJECTS`` rows were most of a training step)."""
+    boxes = boxes[:, : max(int((boxes[..., 0] >= 0).sum(dim=1).max()), 1)]
     valid = boxes[..., 0] >= 0
     x0, y0, x1, y1 = (boxes[..., i, None, None] for i in range(1, 5))
     ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype)[:, None] + 0.5
@@ -83,10 +85,11 @@ def object_contrasts(image: torch.Tensor, inside: torch.Tensor, ring: torch.Tens
 
 
 def warm_object_terms(pseudo_ir: torch.Tensor, infrared: torch.Tensor,
-                      boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+                      masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``inside``: L1 to the real infrared inside each object; ``contrast``: |its contrast against its ring −
-    the real infrared's|; both averaged over the batch's objects (zero when it has none)."""
-    inside, ring, valid = box_masks(boxes, *pseudo_ir.shape[-2:])
+    the real infrared's|; both averaged over the batch's objects (zero when it has none). ``masks``: what
+    ``box_masks`` gives for the batch's boxes."""
+    inside, ring, valid = masks
     usable = valid & ring.any(dim=(2, 3))
     count = usable.sum().clamp(min=1)
     error = masked_means((pseudo_ir - infrared).abs(), inside)
@@ -94,8 +97,7 @@ def warm_object_terms(pseudo_ir: torch.Tensor, infrared: torch.Tensor,
     return {"inside": (error * usable).sum() / count, "contrast": (contrast * usable).sum() / count}
 
 
-def objectness_target(boxes: torch.Tensor, height: int, width: int, stride: int) -> torch.Tensor:
-    """The share of each ``stride``×``stride`` cell covered by an object box, (N, 1, H/stride, W/stride)."""
-    inside, _, _ = box_masks(boxes, height, width)
-    covered = inside.any(dim=1, keepdim=True).float()
-    return F.avg_pool2d(covered, stride)
+def objectness_target(inside: torch.Tensor, stride: int) -> torch.Tensor:
+    """The share of each ``stride``×``stride`` cell covered by an object box, (N, 1, H/stride, W/stride), from
+    the per-object ``inside`` masks of ``box_masks``."""
+    return F.avg_pool2d(inside.any(dim=1, keepdim=True).float(), stride)

@@ -303,7 +303,8 @@ class VGIIStage:
         guide = self.net.rin.guide(vis)
         coef_pir = self.net.rin.guided(modulated, guide)
         pseudo_ir = synthesize(coef_pir, self.net.dictionary)
-        warm = warm_object_terms(pseudo_ir, ir, batch["boxes"])
+        masks = box_masks(batch["boxes"], *vis.shape[-2:])
+        warm = warm_object_terms(pseudo_ir, ir, masks)
         terms = {
             "int": F.l1_loss(pseudo_ir, ir),
             "coef": F.l1_loss(coef_pir, coef_ir),
@@ -317,7 +318,7 @@ class VGIIStage:
                  + w.gradient * terms["grad"] + w.warm_inside * terms["warm_in"] + w.warm_contrast * terms["warm_con"])
         if guide is not None:
             stride = self.net.config.rin.entry_stride
-            target = objectness_target(batch["boxes"], *vis.shape[-2:], stride)
+            target = objectness_target(masks[0], stride)
             per_pixel = F.binary_cross_entropy_with_logits(self.objectness(guide), target, reduction="none")
             labelled = batch["labelled"].to(per_pixel.dtype)  # an unlabelled folder's objects are unknown, not absent
             terms["obj"] = (per_pixel.mean(dim=(1, 2, 3)) * labelled).sum() / labelled.sum().clamp(min=1)
