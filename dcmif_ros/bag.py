@@ -164,8 +164,8 @@ def _open_bag(path: Path, typestore: Typestore) -> Iterator[AnyReader]:
         reader = AnyReader([path], default_typestore=typestore)
         if reader.is2:
             reader.open()
-    except (AnyReaderError, FileNotFoundError) as exc:
-        raise BagReplayError(f"cannot read {path} as a rosbag2: {exc}") from None
+    except Exception as exc:  # a corrupt file makes rosbags raise anything from struct.error to UnicodeDecodeError
+        raise BagReplayError(f"cannot read {path} as a rosbag2: {type(exc).__name__}: {exc}") from None
     if not reader.is2:
         raise BagReplayError(f"{path} is a ROS 1 bag; convert it first (rosbags-convert --src {path})")
     try:
@@ -264,6 +264,7 @@ class _Replay:
                  input_topic: str, topics: OutputTopics, connections: list[Connection]):
         self.reader, self.writer, self.typestore, self.pipeline = reader, writer, typestore, pipeline
         self.connections = connections
+        self.input_topic = input_topic
         self.msgtype = connections[0].msgtype
         self.input_out = writer.add_connection(input_topic, self.msgtype, typestore=typestore,
                                                offered_qos_profiles=connections[0].ext.offered_qos_profiles)
@@ -284,10 +285,23 @@ class _Replay:
 
     def run(self) -> None:
         total = sum(c.msgcount for c in self.connections)
-        messages = self.reader.messages(connections=self.connections)
-        for _, timestamp, raw in tqdm(messages, total=total, unit="frame", desc="dcmif bag", disable=None):
+        messages = iter(tqdm(self.reader.messages(connections=self.connections), total=total, unit="frame",
+                             desc="dcmif bag", disable=None))
+        while (record := self._next_record(messages)) is not None:
             self.frames_read += 1
-            self._fuse(timestamp, raw)
+            self._fuse(*record)
+
+    def _next_record(self, messages: Iterator) -> tuple[int, bytes] | None:
+        """The next (receive time, raw message), None at the end; BagReplayError when the bag is corrupt there."""
+        try:
+            _, timestamp, raw = next(messages)
+        except StopIteration:
+            return None
+        except Exception as exc:  # rosbags' ReaderError, AnyReaderError, or whatever a corrupt record raises
+            raise BagReplayError(f"cannot read message {self.frames_read} of {self.input_topic} (the bag is "
+                                 f"corrupt there; {self.frames_read} message(s) before it were read): "
+                                 f"{type(exc).__name__}: {exc}") from None
+        return timestamp, raw
 
     def _fuse(self, timestamp: int, raw: bytes) -> None:
         index = self.frames_read - 1
