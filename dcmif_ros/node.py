@@ -318,6 +318,8 @@ class DcmifNode(LifecycleNode):
         health = assess(report)
         if health.level == FusionStatus.LEVEL_ERROR and self._level != FusionStatus.LEVEL_ERROR:
             self._problems.report(ProblemKind.HEALTH_ERROR, f"status ERROR: {health.message}")
+        elif self._level == FusionStatus.LEVEL_ERROR and health.level != FusionStatus.LEVEL_ERROR:
+            self.get_logger().info(f"status no longer ERROR: {health.message}")
         self._level = health.level
         stamp = self.get_clock().now().to_msg()
         if self._settings.outputs.status:

@@ -26,6 +26,7 @@ from dcmif_ros.ros.health import (
     assess,
 )
 from dcmif_ros.ros.problem_log import ProblemKind, ProblemLog
+from dcmif_ros.ros.qos import plausible_loss
 from dcmif_ros.ros.parameters import OutputSwitches, RuntimeSettings, runtime_change_problem
 from dcmif_ros.sample_camera import SampleFrames
 
@@ -167,3 +168,9 @@ def test_sample_frames_look_like_video():
     assert first.shape == (480, 640, 3) and first.dtype == np.uint8
     step = np.abs(first.astype(int) - second).mean()
     assert 0 < step < np.abs(first.astype(int) - later).mean(), "consecutive frames differ a little, later ones more"
+
+
+@pytest.mark.parametrize(("reported", "counted"), [(1, 1), (300, 300), (2147483647, 1), (-5, 1)])
+def test_an_implausible_transport_loss_count_counts_as_one_frame(reported, counted):
+    """rmw_fastrtps reported total_count_change 2147483647 after a frame over the shared-memory segment."""
+    assert plausible_loss(reported) == counted
