@@ -120,7 +120,7 @@ def _refusal(spec: ParameterSpec, node: Node) -> str:
     if isinstance(spec.default, bool) or not isinstance(value, type(spec.default)):
         return f"{value!r} is not a {type(spec.default).__name__}"
     low, high = spec.integer_range or spec.float_range
-    return f"{value!r} is outside the allowed range {low:g}..{high:g}"
+    return f"{value!r} is outside the allowed range {low}..{high}"
 
 
 def runtime_parameter_names() -> frozenset[str]:
