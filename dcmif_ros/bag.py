@@ -21,13 +21,15 @@ and left out of the output altogether, so every input message there has its fuse
 reading the output never meet it.
 
 The bag is written into a hidden temporary sibling of the output and renamed into place once complete; an
-exception or Ctrl-C removes the temporary, so no half-written bag ever has the final name.
+exception or Ctrl-C removes the temporary, so no half-written bag ever has the final name. A temporary left by
+a killed run (SIGKILL, power loss) names its process; the next run for that output removes it and says so.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
+import glob
 import os
 import shutil
 import tempfile
@@ -66,6 +68,9 @@ MCAP_SUFFIX = ".mcap"
 LATENCY_WINDOW = 100  # frames in the status's p95 latency
 LATENCY_PERCENTILE = 95
 NANOSECONDS_PER_SECOND = 1_000_000_000
+PARTIAL_SUFFIX = ".partial"
+OWNER_FILE = "owner.pid"
+"""Inside a temporary output folder: the pid of the run writing it."""
 
 
 class BagReplayError(ValueError):
@@ -95,6 +100,7 @@ class ReplaySummary:
     frames_read: int
     frames_fused: int
     skipped: tuple[SkippedMessage, ...]
+    removed_partials: tuple[Path, ...] = ()  # temporaries of killed runs, removed before this one
 
 
 def output_topics(input_topic: str, compressed: bool = False) -> OutputTopics:
@@ -118,6 +124,7 @@ def replay_bag(input_path: str | Path, output_path: str | Path, topic: str, pipe
     if storage is not None and storage not in STORAGES:
         raise BagReplayError(f"unknown storage {storage!r}; choose one of {', '.join(STORAGES)}")
     typestore = _output_typestore()
+    removed = _remove_abandoned_partials(output_path)
     with _open_bag(input_path, typestore) as reader:
         connections = _topic_connections(reader, topic)
         topics = output_topics(topic, compressed=connections[0].msgtype == COMPRESSED_IMAGE_TYPE)
@@ -128,7 +135,7 @@ def replay_bag(input_path: str | Path, output_path: str | Path, topic: str, pipe
             replay = _Replay(reader, writer, typestore, pipeline, topic, topics, connections)
             replay.run()
     return ReplaySummary(output_path, topic, topics, replay.frames_read, replay.frames_fused,
-                         tuple(replay.skipped))
+                         tuple(replay.skipped), removed)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -157,8 +164,8 @@ def _open_bag(path: Path, typestore: Typestore) -> Iterator[AnyReader]:
         reader = AnyReader([path], default_typestore=typestore)
         if reader.is2:
             reader.open()
-    except (AnyReaderError, FileNotFoundError) as exc:
-        raise BagReplayError(f"cannot read {path} as a rosbag2: {exc}") from None
+    except Exception as exc:  # a corrupt file makes rosbags raise anything from struct.error to UnicodeDecodeError
+        raise BagReplayError(f"cannot read {path} as a rosbag2: {type(exc).__name__}: {exc}") from None
     if not reader.is2:
         raise BagReplayError(f"{path} is a ROS 1 bag; convert it first (rosbags-convert --src {path})")
     try:
@@ -188,8 +195,9 @@ def _staged(output_path: Path, overwrite: bool) -> Iterator[Path]:
     rosbag2 would name them. A replaced output is moved aside first and deleted only after the rename.
     """
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=".partial", dir=output_path.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=PARTIAL_SUFFIX, dir=output_path.parent))
     try:
+        (scratch / OWNER_FILE).write_text(str(os.getpid()))
         staging = scratch / output_path.name
         yield staging
         if overwrite and output_path.exists():
@@ -197,6 +205,35 @@ def _staged(output_path: Path, overwrite: bool) -> Iterator[Path]:
         os.replace(staging, output_path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remove_abandoned_partials(output_path: Path) -> tuple[Path, ...]:
+    """Remove the temporaries of ``output_path`` whose writer is gone (killed before it could clean up)."""
+    removed = []
+    for scratch in sorted(output_path.parent.glob(f".{glob.escape(output_path.name)}.*{PARTIAL_SUFFIX}")):
+        if scratch.is_dir() and not _process_alive(_owner(scratch)):
+            shutil.rmtree(scratch)
+            removed.append(scratch)
+    return tuple(removed)
+
+
+def _owner(scratch: Path) -> int | None:
+    try:
+        return int((scratch / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None  # killed before it wrote its pid
+
+
+def _process_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 @functools.cache
@@ -227,6 +264,7 @@ class _Replay:
                  input_topic: str, topics: OutputTopics, connections: list[Connection]):
         self.reader, self.writer, self.typestore, self.pipeline = reader, writer, typestore, pipeline
         self.connections = connections
+        self.input_topic = input_topic
         self.msgtype = connections[0].msgtype
         self.input_out = writer.add_connection(input_topic, self.msgtype, typestore=typestore,
                                                offered_qos_profiles=connections[0].ext.offered_qos_profiles)
@@ -236,6 +274,7 @@ class _Replay:
         self.frames_read = 0
         self.fused_at_ns: list[int] = []  # receive time of every fused frame: the clock of a prior's age
         self.skipped: list[SkippedMessage] = []
+        self.rejected = 0  # of the skipped: unusable input, not an inference failure
         self.skipped_since_status = False
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.last_error = ""
@@ -246,10 +285,23 @@ class _Replay:
 
     def run(self) -> None:
         total = sum(c.msgcount for c in self.connections)
-        messages = self.reader.messages(connections=self.connections)
-        for _, timestamp, raw in tqdm(messages, total=total, unit="frame", desc="dcmif bag", disable=None):
+        messages = iter(tqdm(self.reader.messages(connections=self.connections), total=total, unit="frame",
+                             desc="dcmif bag", disable=None))
+        while (record := self._next_record(messages)) is not None:
             self.frames_read += 1
-            self._fuse(timestamp, raw)
+            self._fuse(*record)
+
+    def _next_record(self, messages: Iterator) -> tuple[int, bytes] | None:
+        """The next (receive time, raw message), None at the end; BagReplayError when the bag is corrupt there."""
+        try:
+            _, timestamp, raw = next(messages)
+        except StopIteration:
+            return None
+        except Exception as exc:  # rosbags' ReaderError, AnyReaderError, or whatever a corrupt record raises
+            raise BagReplayError(f"cannot read message {self.frames_read} of {self.input_topic} (the bag is "
+                                 f"corrupt there; {self.frames_read} message(s) before it were read): "
+                                 f"{type(exc).__name__}: {exc}") from None
+        return timestamp, raw
 
     def _fuse(self, timestamp: int, raw: bytes) -> None:
         index = self.frames_read - 1
@@ -260,6 +312,7 @@ class _Replay:
         except (AnyReaderError, ValueError, RuntimeError) as exc:
             # As the node does: undecodable (ImageDecodeError is a ValueError), refused by the engine, or
             # failed in onnxruntime (RuntimeError); the next message may well be fine.
+            self.rejected += not isinstance(exc, RuntimeError)
             self.skipped.append(SkippedMessage(index, str(exc)))
             self.skipped_since_status = True
             self.last_error = f"input message {index} skipped: {exc}"
@@ -301,6 +354,9 @@ class _Replay:
             frames_received=self.frames_read,
             frames_processed=self.frames_fused,
             frames_dropped=len(self.skipped),
+            frames_replaced=0,  # a replay fuses every frame
+            frames_rejected=self.rejected,
+            frames_lost_in_transport=0,
             prior_version=prior.version,
             prior_age_s=(timestamp - prior_source_ns) / NANOSECONDS_PER_SECOND,
             prior_age_frames=prior.age_frames(frame_index),

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dcmif: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # OSError: e.g. a read-only --out, named in the message
         print(f"dcmif {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -34,6 +34,12 @@ PROVIDER_SHORT_NAMES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionP
                         "CPUExecutionProvider": "cpu"}
 NVIDIA_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
 TENSORRT_CACHE_DIR = Path.home() / ".cache" / "dcmif_ros" / "tensorrt"
+MANIFEST_KEYS = {
+    KIND_DUAL: ("onnx_sha256", "pad_multiple", "min_side", "outputs"),
+    KIND_VISIBLE: ("onnx_sha256", "pad_multiple", "min_side", "outputs", "atoms", "prior_encoder_id",
+                   "prior_feature_dim", "film_file", "film_sha256"),
+}
+"""What the engine and the pipeline read from a manifest of each kind."""
 WARMUP_RUNS = 2
 WARMUP_SIZE = (64, 64)  # (height, width) of the warm-up frame, before padding
 
@@ -101,8 +107,13 @@ def load_manifest(model_path: Path) -> dict:
         raise EngineError(f"manifest {manifest_path} is not valid JSON: {exc}") from None
     if manifest.get("format") != MANIFEST_FORMAT:
         raise EngineError(f"manifest {manifest_path}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-    if manifest.get("kind", KIND_VISIBLE) not in KINDS:
+    kind = manifest.get("kind", KIND_VISIBLE)
+    if kind not in KINDS:
         raise EngineError(f"manifest {manifest_path}: kind {manifest['kind']!r}, expected one of {', '.join(KINDS)}")
+    missing = [key for key in MANIFEST_KEYS[kind] if key not in manifest]
+    if missing:
+        raise EngineError(f"manifest {manifest_path} lacks {', '.join(missing)}: it is incomplete or from another "
+                          "tool; export the model again")
     if sha256(model_path) != manifest["onnx_sha256"]:
         raise EngineError(f"{model_path} does not match its manifest {manifest_path.name} (sha256 differs): "
                           "the file is corrupt or from another export")

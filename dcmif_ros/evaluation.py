@@ -9,12 +9,14 @@ several files with that stem, a file cannot be decoded, or the three images diff
 not 8-bit. Only an evaluation with nothing scorable raises.
 
 The CSV holds one row per scored image and no mean row, so it loads as plain data; the mean is in
-``Evaluation.mean`` and in the terminal table. It is a plain mean: a NaN or inf in some row (degenerate
-images, see ``dcmif_ros.metrics``) shows in the mean instead of being dropped silently.
+``Evaluation.mean`` and in the terminal table. A NaN or inf in some row (a degenerate image such as an
+all-black one, see ``dcmif_ros.metrics``) stays in its row and the CSV but is left out of the mean, which would
+otherwise be NaN or inf for the whole set; ``Evaluation.non_finite`` and the table's footer name them.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +38,9 @@ class Evaluation:
 
     mode: str
     rows: dict[str, dict[str, float]]
-    mean: dict[str, float]
+    mean: dict[str, float]  # over the finite values; NaN only when a metric has none
     errors: dict[str, str]
+    non_finite: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # stem: its metrics left out
 
 
 def _images_by_stem(folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
@@ -60,7 +63,7 @@ def _read_image(path: Path) -> np.ndarray:
     """
     image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None:
-        raise ValueError(f"cannot decode {path.name}")
+        raise ValueError(f"cannot decode {path}")
     return image
 
 
@@ -111,8 +114,16 @@ def evaluate_dirs(vi_dir: str | Path, ir_dir: str | Path, fused_dir: str | Path,
     if not rows:
         details = "; ".join(f"{stem}: {reason}" for stem, reason in errors.items()) or "no image files"
         raise ValueError(f"nothing to evaluate ({details})")
-    mean = {name: float(np.mean([row[name] for row in rows.values()])) for name in METRIC_NAMES}
-    return Evaluation(mode=mode, rows=rows, mean=mean, errors=errors)
+    mean = {name: _finite_mean([row[name] for row in rows.values()]) for name in METRIC_NAMES}
+    non_finite = {stem: tuple(name for name in METRIC_NAMES if not np.isfinite(row[name]))
+                  for stem, row in rows.items()}
+    return Evaluation(mode=mode, rows=rows, mean=mean, errors=errors,
+                      non_finite={stem: names for stem, names in non_finite.items() if names})
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [value for value in values if np.isfinite(value)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def write_csv(evaluation: Evaluation, path: str | Path) -> Path:
@@ -142,4 +153,7 @@ def format_table(evaluation: Evaluation) -> str:
     rule = "-" * len(render(header))
     lower_better = ", ".join(name for name in METRIC_NAMES if not HIGHER_IS_BETTER[name])
     footer = f"mode {evaluation.mode}; higher is better except {lower_better}"
+    if evaluation.non_finite:
+        left_out = "; ".join(f"{stem}: {', '.join(names)}" for stem, names in evaluation.non_finite.items())
+        footer += f"\nleft out of the mean as NaN or inf: {left_out}"
     return "\n".join([render(header), rule, *map(render, body), rule, render(mean), footer])

@@ -12,17 +12,30 @@ Conventions:
 * ``yuv422`` is UYVY and ``yuv422_yuy2`` is YUYV, both BT.601 limited range (OpenCV's and cv_bridge's rule).
 * YCbCr is full-range BT.601 as in JFIF and PIL's ``convert("YCbCr")``, scaled to [0, 1] (see
   :func:`bgr_to_ycbcr`).
+* ``max_pixels`` (the node's ``max_input_pixels``) refuses an image from its declared size, before any pixel
+  is decoded: the fields of a raw image, the header of a compressed one (read by PIL, which stops there).
+  A 114 KB PNG declaring 10000x10000 would otherwise cost seconds and gigabytes to decode.
 """
 from __future__ import annotations
 
 import array
-from collections.abc import Callable
+import contextlib
+import io
+import os
+import re
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Union
 
 import cv2
 import numpy as np
+
+from dcmif_ros.bounded_text import quote
 
 ImageBuffer = Union[bytes, bytearray, memoryview, array.array, np.ndarray]
 """Anything holding image bytes: rclpy gives ``array.array``, rosbags gives a uint8 ndarray."""
@@ -153,6 +166,7 @@ def decode_image(
     step: int,
     data: ImageBuffer,
     is_bigendian: int = 0,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Decode the pixel fields of a ``sensor_msgs/Image`` into BGR uint8, honouring row padding.
 
@@ -160,14 +174,16 @@ def decode_image(
     stride ``step``); every other encoding is converted into a new contiguous array.
     """
     layout = _layout_for(encoding)
+    _check_pixel_count(f"{encoding} image", width, height, max_pixels)
     buffer = _byte_array(data)
     _check_geometry(encoding, layout, height, width, step, buffer.size)
     return layout.to_bgr(_pixel_view(buffer, layout, height, width, step, is_bigendian))
 
 
-def decode_image_fields(image: ImageMessage) -> np.ndarray:
+def decode_image_fields(image: ImageMessage, max_pixels: int | None = None) -> np.ndarray:
     """Decode an rclpy or rosbags ``Image`` message, or an :class:`ImageFields`, into BGR uint8."""
-    return decode_image(image.encoding, image.height, image.width, image.step, image.data, image.is_bigendian)
+    return decode_image(image.encoding, image.height, image.width, image.step, image.data, image.is_bigendian,
+                        max_pixels)
 
 
 def _layout_for(encoding: str) -> _PixelLayout:
@@ -175,8 +191,14 @@ def _layout_for(encoding: str) -> _PixelLayout:
         return _LAYOUTS[encoding]
     except KeyError:
         raise ImageDecodeError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
+            f"unsupported image encoding {quote(encoding)}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
         ) from None
+
+
+def _check_pixel_count(source: str, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageDecodeError(f"{source} of {width}x{height} = {width * height} pixels is over the limit of "
+                               f"{max_pixels} pixels (max_input_pixels)")
 
 
 def _byte_array(data: ImageBuffer) -> np.ndarray:
@@ -231,16 +253,38 @@ def _pixel_view(
 # sensor_msgs/CompressedImage and image files
 
 
-def decode_compressed(format: str, data: ImageBuffer) -> np.ndarray:
+def decode_compressed(format: str, data: ImageBuffer, max_pixels: int | None = None) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) into BGR uint8.
 
     The codec is detected from the bytes; ``format`` only serves to refuse compressedDepth, whose data
-    starts with a depth-quantisation header rather than an image.
+    starts with a depth-quantisation header rather than an image. With ``max_pixels``, an image whose
+    header cannot be read (a format PIL does not know, or a corrupt header) is refused undecoded.
     """
-    source = f"compressed image (format {format!r})"
+    source = f"compressed image (format {quote(format)})"
     if _COMPRESSED_DEPTH_FORMAT in format:
         raise ImageDecodeError(f"{source}: compressedDepth images are not supported")
-    return _to_bgr8(_decode_file_bytes(_byte_array(data), source), source)
+    encoded = _byte_array(data)
+    if max_pixels is not None and encoded.size:
+        width, height = compressed_size(encoded, source)
+        _check_pixel_count(source, width, height, max_pixels)
+    return _to_bgr8(_decode_file_bytes(encoded, source), source)
+
+
+def compressed_size(encoded: np.ndarray, source: str) -> tuple[int, int]:
+    """(width, height) from a compressed image's header, without decoding a pixel (PIL opens lazily)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(encoded.tobytes())) as image:
+                return image.size
+        except Image.DecompressionBombError:
+            raise ImageDecodeError(f"{source}: declares more than {2 * Image.MAX_IMAGE_PIXELS} pixels "
+                                   "(a decompression bomb)") from None
+        except Exception as exc:  # PIL's parsers raise many types on hostile bytes; none of them is ours
+            raise ImageDecodeError(f"{source}: cannot read the image size from its header "
+                                   f"({type(exc).__name__}), so it is not decoded") from None
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -262,12 +306,42 @@ def _read_file(path: str | Path) -> np.ndarray:
 def _decode_file_bytes(encoded: np.ndarray, source: str) -> np.ndarray:
     if encoded.size == 0:
         raise ImageDecodeError(f"{source}: no image data (0 bytes)")
-    image = cv2.imdecode(encoded, _IMDECODE_FLAGS)
+    with _decoder_noise_dropped():
+        image = cv2.imdecode(encoded, _IMDECODE_FLAGS)
     if image is None:
         raise ImageDecodeError(
             f"{source}: not a decodable image (unknown format or corrupt data, {encoded.size} bytes)"
         )
     return image
+
+
+# What libpng, libjpeg and OpenCV print on a bad image ("libpng error: IDAT: CRC error", "Corrupt JPEG data: ...",
+# "[ WARN:0@0.5] global grfmt_png.cpp ... PNG input buffer is incomplete"): ImageDecodeError says it once, in words.
+_DECODER_NOISE = re.compile(rb"libpng|JPEG|JFIF|Huffman|marker|^\[ *(WARN|ERROR|INFO|DEBUG):")
+_NATIVE_STDERR = 2
+_native_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _decoder_noise_dropped() -> Iterator[None]:
+    """Run the block with the C-level stderr captured, and pass on only what the image decoders did not print.
+
+    libpng and libjpeg write to file descriptor 2 themselves (OpenCV's log level does not reach them), a line per
+    bad frame: 30 lines a second from a broken camera. Lines other threads write meanwhile are passed on.
+    """
+    with _native_stderr_lock, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(_NATIVE_STDERR)
+        os.dup2(capture.fileno(), _NATIVE_STDERR)
+        try:
+            yield
+        finally:
+            os.dup2(saved, _NATIVE_STDERR)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().splitlines(keepends=True) if not _DECODER_NOISE.search(line)]
+            if kept:
+                os.write(_NATIVE_STDERR, b"".join(kept))
 
 
 def _to_uint8(image: np.ndarray, source: str) -> np.ndarray:

@@ -13,10 +13,12 @@ frees the model. The node runs configure and activate itself unless ``autostart`
 
 Threads: the image callback only stores the newest frame (``LatestFrameSlot``); one worker decodes, fuses and
 publishes it; the pipeline's refresher computes FiLM priors in a third thread, so nothing on the image path
-ever waits for the language model.
+ever waits for the language model. The worker survives anything a frame does to it (the exception is counted,
+reported and logged); should the thread stop all the same, the report timer says ERROR and starts a new one.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -31,16 +33,18 @@ from rclpy.lifecycle.publisher import LifecyclePublisher
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
+from dcmif_ros.bounded_text import clip
 from dcmif_ros.image_codec import encode_bgr8, encode_mono8
 from dcmif_ros.pipeline import FusionPipeline
 from dcmif_ros.ros import qos
 from dcmif_ros.ros.conversions import decode_input, describe_input, gate_colormap, image_message
 from dcmif_ros.ros.diagnostics import DiagnosticsPublisher
+from dcmif_ros.ros.fastdds import transport_loss_hint
 from dcmif_ros.ros.frame_slot import LatestFrameSlot, PendingFrame
 from dcmif_ros.ros.frame_stats import FrameStats
-from dcmif_ros.ros.health import TRANSPORT_LOSS_HINT, EngineState, PriorState, ReportBuilder, assess
+from dcmif_ros.ros.health import EngineState, PriorState, ReportBuilder, WorkerState, assess
 from dcmif_ros.ros.infrared import InfraredInput
-from dcmif_ros.ros.log_throttle import KeyedThrottle
+from dcmif_ros.ros.problem_log import ProblemKind, ProblemLog
 from dcmif_ros.ros.parameters import (
     ConfigError,
     NodeConfig,
@@ -63,7 +67,9 @@ GATE_TOPIC = "debug/gate"
 STATUS_TOPIC = "status"
 
 PROBLEM_LOG_INTERVAL_S = 5.0
-"""A recurring problem (the same bad frame 30 times a second) is logged once per this interval."""
+"""A recurring kind of problem (bad frames 30 times a second) is logged once per this interval."""
+MAX_FRAME_ID_CHARS = 256
+"""A longer input frame_id is cut before status repeats it every period."""
 
 WORKER_THREAD_NAME = "dcmif-fusion-worker"
 WORKER_JOIN_TIMEOUT_S = 10.0
@@ -86,10 +92,12 @@ class DcmifNode(LifecycleNode):
         self._fusion_mode = FusionStatus.FUSION_MODE_VIS_ONLY
         self._slot: LatestFrameSlot | None = None
         self._worker: threading.Thread | None = None
+        self._worker_started_s = 0.0
         self._report_timer = None
         self._stats = FrameStats()
         self._reports = ReportBuilder()
-        self._throttle = KeyedThrottle(PROBLEM_LOG_INTERVAL_S)
+        self._problems = ProblemLog(self.get_logger(), PROBLEM_LOG_INTERVAL_S)
+        self._level = FusionStatus.LEVEL_STALE
         self.add_on_set_parameters_callback(self._check_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
 
@@ -113,6 +121,7 @@ class DcmifNode(LifecycleNode):
         self._diagnostics = DiagnosticsPublisher(self)
         self._stats = FrameStats()
         self._reports = ReportBuilder()
+        self._level = FusionStatus.LEVEL_STALE
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -138,9 +147,7 @@ class DcmifNode(LifecycleNode):
         self._fusion_mode = FusionStatus.FUSION_MODE_VIS_ONLY
         enabled = super().on_activate(state)  # enables the publishers before any frame can arrive
         self._slot = LatestFrameSlot()
-        self._worker = threading.Thread(target=self._serve_frames, args=(self._slot, pipeline, infrared),
-                                        name=WORKER_THREAD_NAME, daemon=True)
-        self._worker.start()
+        self._start_worker()
         self._subscription = self._create_input_subscription(config.use_compressed)
         if infrared is not None:
             self._ir_subscription = self._create_image_subscription(Image, IR_TOPIC, infrared.add)
@@ -218,17 +225,32 @@ class DcmifNode(LifecycleNode):
 
     def _on_image(self, message: Image | CompressedImage) -> None:
         replaced_one = self._slot.put(message)
-        self._stats.count_received(message.header.frame_id, replaced_one)
+        self._stats.count_received(clip(message.header.frame_id, MAX_FRAME_ID_CHARS), replaced_one)
 
     def _on_frames_lost(self, count: int) -> None:
         self._stats.count_lost(count)
-        self._log_problem(f"{count} input frame(s) lost in transport: {TRANSPORT_LOSS_HINT}", error=False)
+        self._problems.report(ProblemKind.LOST_IN_TRANSPORT,
+                              f"{count} input frame(s) lost in transport: {transport_loss_hint(os.environ)}")
 
     # --- the worker -------------------------------------------------------------------------------------
 
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(target=self._serve_frames,
+                                        args=(self._slot, self._pipeline, self._infrared),
+                                        name=WORKER_THREAD_NAME, daemon=True)
+        self._worker_started_s = time.monotonic()
+        self._worker.start()
+
     def _serve_frames(self, slot: LatestFrameSlot, pipeline: FusionPipeline, infrared: InfraredInput | None) -> None:
         while (pending := slot.take()) is not None:
-            self._fuse(pending, pipeline, infrared)
+            self._stats.start_frame(pending.taken_s)
+            try:
+                self._fuse(pending, pipeline, infrared)
+            except Exception as exc:  # a bug or a publisher fault: one frame lost, never the worker
+                reason = clip(f"the fusion worker lost a {describe_input(pending.message)} image to "
+                              f"{type(exc).__name__}: {exc}")
+                self._stats.count_failed(reason)
+                self._problems.report(ProblemKind.WORKER_FAULT, reason)
 
     def _fuse(self, pending: PendingFrame, pipeline: FusionPipeline, infrared: InfraredInput | None) -> None:
         message = pending.message
@@ -241,7 +263,7 @@ class DcmifNode(LifecycleNode):
             self._stats.count_idle()  # the thermal camera runs but missed this frame: skip rather than mix modes
             return
         try:
-            frame = decode_input(message)
+            frame = decode_input(message, self._config.max_input_pixels)
             if partner is None:
                 result = pipeline.process(frame, want_gate=wanted.debug_gate)
                 thermal, mode = result.pseudo_ir, FusionStatus.FUSION_MODE_VIS_ONLY
@@ -249,14 +271,14 @@ class DcmifNode(LifecycleNode):
                 result, thermal = infrared.fuse(frame, partner, wanted.debug_gate)
                 mode = FusionStatus.FUSION_MODE_DUAL_DCMIF
         except ValueError as exc:  # ImageDecodeError, or a frame the engine refuses: the input's fault
-            reason = f"dropped a {describe_input(message)} image: {exc}"
+            reason = clip(f"dropped a {describe_input(message)} image: {exc}")
             self._stats.count_rejected(reason)
-            self._log_problem(reason)
+            self._problems.report(ProblemKind.REJECTED_INPUT, reason)
             return
         except Exception as exc:  # onnxruntime's own errors; the next frame may well succeed
-            reason = f"inference failed on a {describe_input(message)} image: {type(exc).__name__}: {exc}"
+            reason = clip(f"inference failed on a {describe_input(message)} image: {type(exc).__name__}: {exc}")
             self._stats.count_failed(reason)
-            self._log_problem(reason)
+            self._problems.report(ProblemKind.INFERENCE_FAILED, reason)
             return
         header = message.header
         if wanted.fused:
@@ -281,23 +303,30 @@ class DcmifNode(LifecycleNode):
             status=switches.status,
         )
 
-    def _log_problem(self, message: str, error: bool = True) -> None:
-        if self._throttle.should_log(message):
-            log = self.get_logger().error if error else self.get_logger().warning
-            log(message)
-
     # --- reports ---------------------------------------------------------------------------------------
 
     def _publish_reports(self) -> None:
-        """Timer callback, alive exactly while the pipeline is (created after it, destroyed before it)."""
-        pipeline = self._pipeline
-        report = self._reports.build(self._stats.snapshot(), EngineState.of(pipeline), PriorState.of(pipeline),
-                                     time.monotonic())
+        """Timer callback, alive exactly while the pipeline is (created after it, destroyed before it).
+
+        Also the worker's watchdog: an ERROR is logged when it starts, and a stopped worker is restarted once
+        the report saying so is out.
+        """
+        pipeline, now_s = self._pipeline, time.monotonic()
+        counts = self._stats.snapshot()
+        worker = WorkerState.of(self._worker.is_alive(), counts, self._worker_started_s, now_s)
+        report = self._reports.build(counts, EngineState.of(pipeline), PriorState.of(pipeline), worker, now_s)
         health = assess(report)
+        if health.level == FusionStatus.LEVEL_ERROR and self._level != FusionStatus.LEVEL_ERROR:
+            self._problems.report(ProblemKind.HEALTH_ERROR, f"status ERROR: {health.message}")
+        elif self._level == FusionStatus.LEVEL_ERROR and health.level != FusionStatus.LEVEL_ERROR:
+            self.get_logger().info(f"status no longer ERROR: {health.message}")
+        self._level = health.level
         stamp = self.get_clock().now().to_msg()
         if self._settings.outputs.status:
             self._outputs[STATUS_TOPIC].publish(fusion_status(report, health, stamp, self._fusion_mode))
         self._diagnostics.publish(report, health, stamp)
+        if not worker.alive:
+            self._start_worker()
 
     # --- parameters ------------------------------------------------------------------------------------
 
@@ -322,7 +351,12 @@ class DcmifNode(LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C; with autostart, exit 1 if it cannot configure or activate (launch shows it)."""
     rclpy.init(args=args)
-    node = DcmifNode()
+    try:
+        node = DcmifNode()
+    except ConfigError as exc:  # a start-up value out of range: one line, not rclpy's traceback
+        print(f"[{NODE_NAME}] cannot start: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcmif_ros.engine import FusionEngine, FusionResult
+from dcmif_ros.engine import EngineError, FusionEngine, FusionResult
+from dcmif_ros.export import KIND_VISIBLE
 from dcmif_ros.prior import Prior, PriorRefresher, RefreshConfig, check_compatible, make_prior_encoder
 from dcmif_ros.resources import packaged_file
 
@@ -59,6 +60,11 @@ class FusionPipeline:
                                    allow_cpu_fallback=config.allow_cpu_fallback,
                                    processing_size=config.processing_size, threads=config.threads,
                                    precision=config.precision)
+        if self.engine.kind != KIND_VISIBLE:
+            raise EngineError(f"{self.engine.model_path} is a {self.engine.kind}-modal model (visible + real "
+                              "infrared); this pipeline infers the infrared and needs a visible model such as "
+                              f"{DEFAULT_MODEL_NAME} (a node fuses a real thermal camera with use_ir and "
+                              "dual_model_path)")
         self.encoder = make_prior_encoder(config.prior)
         self.uses_prior = not getattr(self.encoder, "is_identity", False)
         if self.uses_prior:

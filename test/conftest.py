@@ -55,3 +55,19 @@ def random_tiny_onnx(random_tiny_bundle, tmp_path_factory) -> Path:
     from dcmif_ros.export import export_bundle
 
     return export_bundle(random_tiny_bundle, tmp_path_factory.mktemp("model"), "dcmif_random", trained=False)
+
+
+@pytest.fixture
+def unwritable_path(tmp_path) -> Path:
+    """A path nothing can be created at: inside a read-only folder, or, for root (who ignores permissions),
+    inside a regular file."""
+    if os.geteuid() == 0:
+        blocker = tmp_path / "a_file"
+        blocker.write_text("")
+        yield blocker / "out"
+        return
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    yield folder / "out"
+    folder.chmod(0o700)

@@ -1,6 +1,10 @@
 """``dcmif bag``: replay of rosbag2 files (sqlite3 and mcap) built here with rosbags, through a random tiny model."""
 from __future__ import annotations
 
+import os
+import re
+import struct
+import subprocess
 from dataclasses import astuple
 from pathlib import Path
 
@@ -12,7 +16,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from dcmif_ros import cli
-from dcmif_ros.bag import BagReplayError, OutputTopics, output_topics, replay_bag
+from dcmif_ros.bag import OWNER_FILE, BagReplayError, OutputTopics, output_topics, replay_bag
 from dcmif_ros.image_codec import decode_image_fields
 from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
 
@@ -27,6 +31,7 @@ RECEIVED_NS = 1_700_000_000_500_000_000
 FRAME_PERIOD_NS = 100_000_000
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 STORAGE_SUFFIXES = {"sqlite3": ".db3", "mcap": ".mcap"}
+MCAP_MESSAGE_OPCODE = 0x05
 
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 Image, CompressedImage, Header, Time = (TYPESTORE.types[name] for name in (
@@ -291,3 +296,65 @@ def test_cli_bag_reports_skips_and_errors(tmp_path, random_tiny_onnx, capsys):
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert cli.main(["bag", str(bag_in), "--out", str(tmp_path / "other"), "--topic", "/nope", *common]) == 2
     assert f"its topics: {OTHER_TOPIC}" in capsys.readouterr().err
+
+
+def corrupt_mcap_record(bag: Path, message_index: int) -> None:
+    """Give the ``message_index``-th message record of the bag's first (uncompressed) chunk an impossible length."""
+    path = next(bag.glob("*.mcap"))
+    data = bytearray(path.read_bytes())
+    chunk = data.index(b"\x06", 8)  # the first record after the magic and the header is the chunk
+    compression_length = struct.unpack_from("<I", data, chunk + 37)[0]
+    position, messages = chunk + 41 + compression_length + 8, -1
+    while messages < message_index:
+        opcode, length = data[position], struct.unpack_from("<Q", data, position + 1)[0]
+        messages += opcode == MCAP_MESSAGE_OPCODE
+        if messages < message_index:
+            position += 9 + length
+    struct.pack_into("<Q", data, position + 1, 2**40)
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_record_in_an_mcap_chunk_fails_in_one_line(tmp_path, random_tiny_onnx, capsys):
+    bag_in = write_bag(tmp_path / "in", "mcap", [serialize(image_message(index)) for index in range(4)])
+    corrupt_mcap_record(bag_in, 3)  # the other topic's message, then the images 0, 1: image 2 is corrupt; rosbags
+    # reads a chunk whole, so the error comes at the chunk's first image
+    out = tmp_path / "out"
+    code = cli.main(["bag", str(bag_in), "--out", str(out), "--model", str(random_tiny_onnx), "--provider", "cpu",
+                     "--prior", "none"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert re.search(rf"cannot read message \d of {TOPIC} \(the bag is corrupt there.*ReaderError: Truncated", err)
+    no_leftovers(tmp_path, "in")
+
+
+def test_a_partial_output_left_by_a_killed_run_is_removed_and_reported(tmp_path, random_tiny_onnx, capsys):
+    bag_in = write_bag(tmp_path / "in", "sqlite3", [serialize(image_message(0))])
+    killed = tmp_path / ".out.killed.partial"
+    killed.mkdir()
+    (killed / OWNER_FILE).write_text(str(_exited_pid()))
+    killed_early = tmp_path / ".out.early.partial"
+    (killed_early / "out").mkdir(parents=True)  # killed before it wrote its pid
+    running = tmp_path / ".out.running.partial"
+    running.mkdir()
+    (running / OWNER_FILE).write_text(str(os.getpid()))  # a run still writing: not ours to remove
+    code = cli.main(["bag", str(bag_in), "--out", str(tmp_path / "out"), "--model", str(random_tiny_onnx),
+                     "--provider", "cpu", "--prior", "none"])
+    err = capsys.readouterr().err
+    assert code == 0
+    for partial in (killed, killed_early):
+        assert f"removed {partial}, left by an interrupted run" in err and not partial.exists()
+    no_leftovers(tmp_path, "in", "out", running.name)
+
+
+def _exited_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_an_unwritable_output_fails_in_one_line(tmp_path, unwritable_path, random_tiny_onnx, capsys):
+    bag_in = write_bag(tmp_path / "in", "sqlite3", [serialize(image_message(0))])
+    code = cli.main(["bag", str(bag_in), "--out", str(unwritable_path), "--model", str(random_tiny_onnx),
+                     "--provider", "cpu", "--prior", "none"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("dcmif bag: error:") and err.count("\n") == 1, err

@@ -11,6 +11,7 @@ import torch
 
 from dcmif_ros.engine import EngineError, FusionEngine, pad_to_multiple
 from dcmif_ros.export import FORBIDDEN_OPS, OPSET
+from dcmif_ros.pipeline import FusionPipeline, PipelineConfig, default_model_path
 
 PARITY_TOLERANCE = 1e-4
 
@@ -228,3 +229,22 @@ def test_missing_or_corrupt_fp16_graph_is_named(random_tiny_onnx, tmp_path):
     with pytest.raises(EngineError, match=r"has no fp16 graph \(fp16 differs"):
         FusionEngine(model, provider="cpu", precision="fp16")
     assert FusionEngine(model, provider="cpu").precision == "fp32"  # auto still works without one
+
+
+@pytest.mark.parametrize("key", ["onnx_sha256", "prior_encoder_id", "film_file"])
+def test_a_manifest_missing_a_key_is_named(random_tiny_onnx, tmp_path, key):
+    model = copy_model(random_tiny_onnx, tmp_path)
+    manifest = json.loads(model.with_suffix(".json").read_text())
+    del manifest[key]
+    model.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match=f"lacks {key}: .*export the model again"):
+        FusionEngine(model)
+
+
+@pytest.mark.parametrize("prior", ["embedded", "none"])
+@pytest.mark.parametrize("name", ["dcmif_dual_tiny.onnx", "lrcfuse.onnx"])
+def test_the_visible_pipeline_refuses_a_dual_modal_model_by_name(name, prior):
+    """It used to fail with KeyError: 'prior_encoder_id', or 'gamma must be a non-empty vector'."""
+    model = default_model_path(name)
+    with pytest.raises(EngineError, match=rf"{name} is a dual-modal model .*needs a visible model"):
+        FusionPipeline(PipelineConfig(model_path=model, provider="cpu", prior=prior))

@@ -141,3 +141,33 @@ def test_cli_eval_missing_folder_exits_2(tmp_path, capsys):
 
 def test_cli_modes_match_the_metrics_modes():
     assert eval_command.MODES == metrics.MODES
+
+
+def test_an_undecodable_file_is_named_with_its_folder(clean_set):
+    _, _, fused = _folders(clean_set)
+    (fused / "c.png").write_bytes(b"not a png")
+    _write_triple(clean_set, "c", 60)
+    (fused / "c.png").write_bytes(b"not a png")
+    evaluation = evaluate_dirs(*_folders(clean_set))
+    assert evaluation.errors["c"] == f"cannot decode {fused / 'c.png'}"
+
+
+def test_a_degenerate_image_does_not_turn_the_mean_into_nan_or_inf(clean_set):
+    vi, ir, fused = _folders(clean_set)
+    for folder, channels in ((vi, (3,)), (ir, ()), (fused, (3,))):
+        _write(folder, "black.png", np.zeros((*SHAPE, *channels), np.uint8))
+    evaluation = evaluate_dirs(vi, ir, fused)
+    assert evaluation.non_finite.get("black"), "an all-black triple has some NaN or inf metric"
+    assert all(np.isfinite(value) for value in evaluation.mean.values()), evaluation.mean
+    kept = [name for name in evaluation.mean if name not in evaluation.non_finite["black"]]
+    assert all(evaluation.mean[name] == pytest.approx(np.mean([row[name] for row in evaluation.rows.values()]))
+               for name in kept)
+    assert "left out of the mean as NaN or inf: black: " in format_table(evaluation)
+
+
+def test_cli_eval_with_an_unwritable_csv_fails_in_one_line(clean_set, unwritable_path, capsys):
+    vi, ir, fused = _folders(clean_set)
+    csv_path = unwritable_path / "metrics.csv"
+    code = cli.main(["eval", "--vi", str(vi), "--ir", str(ir), "--fused", str(fused), "--csv", str(csv_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("dcmif eval: error:") and err.count("\n") == 1, err

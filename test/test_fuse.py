@@ -153,3 +153,19 @@ def test_prior_refreshes_every_n_images_from_the_image_it_serves_first(pipeline)
         np.testing.assert_array_equal(results[index].fused, expected.fused)
     with pytest.raises(ValueError, match="at least 1"):
         StillImageFuser(pipeline, refresh_every=0)
+
+
+def test_fuse_into_an_unwritable_folder_fails_in_one_line(tmp_path, unwritable_path, random_tiny_onnx, capsys):
+    image = write(tmp_path / "scene.png", smooth_noise(11, (*ODD_SHAPE, 3)))
+    assert cli.main(["fuse", str(image), "--out", str(unwritable_path), *model_args(random_tiny_onnx)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dcmif fuse: error:") and str(unwritable_path) in err and err.count("\n") == 1, err
+
+
+def test_fuse_leaves_no_empty_output_when_nothing_could_be_fused(tmp_path, random_tiny_onnx, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "new" / "out"
+    assert cli.main(["fuse", str(broken), "--out", str(out), "--save-gate", *model_args(random_tiny_onnx)]) == 1
+    assert not (tmp_path / "new").exists(), "folders made for outputs that never came are removed"
+    assert f"{out} not written" in capsys.readouterr().out

@@ -1,5 +1,5 @@
 """dcmif_node in one process with real rclpy: headers, QoS, real-time dropping, bad input, lifecycle,
-parameters, status and diagnostics, clean shutdown.
+parameters, status and diagnostics, clean shutdown, and faults (a dead worker, floods of bad frames).
 
 Model: the randomly initialised tiny network (``random_tiny_onnx``); frames are small so that each test
 takes seconds on a shared CPU. Cross-process behaviour is in test_node_cross_process.py.
@@ -16,10 +16,13 @@ from lifecycle_msgs.msg import Transition
 from rcl_interfaces.msg import Log
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
+from sensor_msgs.msg import Image
 
 from dcmif_ros.node import WORKER_THREAD_NAME
+from dcmif_ros.node import main as node_main
 from dcmif_ros.pipeline import FusionPipeline
 from dcmif_ros.prior.refresher import WORKER_THREAD_NAME as PRIOR_THREAD_NAME
+from dcmif_ros.ros import health
 from node_harness import WAIT_S, InProcessGraph, image, private_domain_id, unique_namespace, wait_until
 
 DOMAIN_ID = private_domain_id(salt=37)
@@ -125,12 +128,13 @@ def test_bad_frames_are_reported_and_good_frames_still_served(make_graph):
     }
     for index, (expected, frame) in enumerate(bad_frames.items()):
         graph.publish(frame)
-        assert wait_until(lambda: any(expected in log.msg for log in graph.logs if log.level == Log.ERROR)), (
-            f"no ERROR log naming the problem ({expected!r}); logs: {[log.msg for log in graph.logs]}")
         status = graph.latest_status(lambda s: expected in s.last_error)
-        assert status.frames_dropped >= index + 1
+        assert status.frames_rejected == index + 1 and status.frames_dropped >= index + 1
         good = image("bgr8", 64, 48, sec=1_700_000_300 + index)
         assert graph.fuse(good).header == good.header, "the node must keep serving after a bad frame"
+    first = next(iter(bad_frames))
+    errors = [log.msg for log in graph.logs if log.level == Log.ERROR]
+    assert len(errors) == 1 and first in errors[0], f"one ERROR line per kind of problem per interval: {errors}"
 
 
 def test_deactivate_frees_the_model_and_activate_resumes(make_graph):
@@ -232,3 +236,127 @@ def test_prior_refreshes_and_shutdown_leaves_no_threads(make_graph):
                 if t.ident not in threads_before and t.name not in LIBRARY_SINGLETON_THREADS]
 
     assert wait_until(lambda: not leaked(), WAIT_S / 4), f"leaked threads: {leaked()}"
+
+
+# --- faults: the node never dies and never reports OK while it fuses nothing (issue 19) ---------------------
+
+def unsupported_frame(sec: int, encoding: str = "rgb16") -> Image:
+    return image(encoding, 16, 8, sec=sec, bytes_per_pixel=6)
+
+
+def logged(graph: InProcessGraph, level: int, text: str) -> bool:
+    return any(text in log.msg for log in graph.logs if log.level == level)
+
+
+@pytest.mark.parametrize("loss_first", [True, False], ids=["loss-then-reject", "reject-then-loss"])
+def test_a_rejected_frame_next_to_a_transport_loss_kills_nothing(make_graph, loss_first):
+    """rclpy refuses two severities from one logging call site; both orders used to kill a thread."""
+    graph = make_graph()
+    graph.listen("fused/image")
+    graph.listen_status()
+    if loss_first:
+        graph.node._on_frames_lost(300)  # what the middleware's message_lost event calls
+    graph.publish(unsupported_frame(1_700_000_500))
+    assert wait_until(lambda: logged(graph, Log.ERROR, "'rgb16'")), [log.msg for log in graph.logs]
+    graph.node._on_frames_lost(5 if loss_first else 305)
+    assert wait_until(lambda: logged(graph, Log.WARN, "lost in transport"))
+    good = image("bgr8", 64, 48, sec=1_700_000_501)
+    assert graph.fuse(good).header == good.header, "the worker must survive both problems"
+    status = graph.latest_status(lambda s: s.frames_processed >= 1)
+    assert (status.frames_rejected, status.frames_lost_in_transport) == (1, 305)
+    assert status.frames_dropped == status.frames_rejected + status.frames_replaced
+
+
+def test_an_unexpected_worker_exception_costs_one_frame_not_the_worker(make_graph, monkeypatch):
+    graph = make_graph()
+    graph.listen("fused/image")
+    graph.listen_status()
+    wanted = graph.node._wanted_outputs
+    faults = iter([KeyError("a bug outside inference")])
+
+    def fails_once():
+        fault = next(faults, None)
+        if fault is not None:
+            raise fault
+        return wanted()
+
+    monkeypatch.setattr(graph.node, "_wanted_outputs", fails_once)
+    graph.publish(image("bgr8", 64, 48, sec=1_700_000_600))
+    status = graph.latest_status(lambda s: "KeyError" in s.last_error)
+    assert "the fusion worker lost a 'bgr8' 64x48 image" in status.last_error and status.frames_dropped == 1
+    assert wait_until(lambda: logged(graph, Log.ERROR, "a bug outside inference"))
+    good = image("bgr8", 64, 48, sec=1_700_000_601)
+    assert graph.fuse(good).header == good.header
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the SystemExit below
+def test_a_stopped_worker_turns_health_to_error_and_is_restarted(make_graph, monkeypatch):
+    graph = make_graph()
+    graph.listen("fused/image")
+    statuses = graph.listen_status()
+    diagnostics = graph.listen("/diagnostics", DiagnosticArray)
+    fuse = graph.node._fuse
+
+    def exits_once(*args):
+        monkeypatch.setattr(graph.node, "_fuse", fuse)
+        raise SystemExit  # what no `except Exception` catches: the thread ends silently
+
+    monkeypatch.setattr(graph.node, "_fuse", exits_once)
+    graph.publish(image("bgr8", 64, 48, sec=1_700_000_700))
+    assert wait_until(lambda: any(s.level == FusionStatus.LEVEL_ERROR for s in statuses)), "status must say ERROR"
+    error = next(s for s in statuses if s.level == FusionStatus.LEVEL_ERROR)
+    assert wait_until(lambda: any(a.status[0].level == DiagnosticStatus.ERROR and "worker" in a.status[0].message
+                                  for a in diagnostics))
+    assert wait_until(lambda: logged(graph, Log.ERROR, "the fusion worker thread has stopped")), error
+    good = image("bgr8", 64, 48, sec=1_700_000_701)
+    assert graph.fuse(good).header == good.header, "the report timer restarts the worker"
+
+
+def test_frames_arriving_and_none_fused_for_seconds_is_an_error(make_graph, monkeypatch):
+    monkeypatch.setattr(health, "NO_OUTPUT_ERROR_S", 1.0)
+    graph = make_graph()
+    graph.listen("fused/image")
+    statuses = graph.listen_status()
+    diagnostics = graph.listen("/diagnostics", DiagnosticArray)
+    deadline = time.monotonic() + 1.0 + 4 * DIAGNOSTICS_PERIOD_S
+    sec = 1_700_000_800
+    while time.monotonic() < deadline:
+        graph.publish(unsupported_frame(sec))
+        sec += 1
+        time.sleep(0.05)
+    assert wait_until(lambda: statuses[-1].level == FusionStatus.LEVEL_ERROR), statuses[-1]
+    assert any("no frame fused for" in a.status[0].message and "'rgb16'" in a.status[0].message
+               for a in diagnostics if a.status[0].level == DiagnosticStatus.ERROR)
+    assert logged(graph, Log.ERROR, "status ERROR: no frame fused for")
+
+
+def test_distinct_garbage_logs_one_line_per_kind_and_echoes_bounded_text(make_graph):
+    graph = make_graph()
+    graph.listen("fused/image")
+    graph.listen_status()
+    encodings = [f"garbage{index}" for index in range(40)] + ["x" * 1_000_000]
+    for index, encoding in enumerate(encodings):
+        graph.publish(unsupported_frame(1_700_000_900 + index, encoding))
+        time.sleep(0.01)
+    status = graph.latest_status(lambda s: s.frames_rejected + s.frames_replaced == len(encodings))
+    assert "x" * 40 in status.last_error and len(status.last_error) < 1000, "a 1 MB encoding must not be echoed"
+    rejected_lines = [log.msg for log in graph.logs if log.level == Log.ERROR and "dropped a" in log.msg]
+    assert len(rejected_lines) == 1, f"one line per kind of problem per interval, got {len(rejected_lines)}"
+    assert all(len(log.msg) < 1000 for log in graph.logs)
+
+
+def test_an_image_over_max_input_pixels_is_refused_before_decoding(make_graph):
+    graph = make_graph(max_input_pixels=64 * 48)
+    graph.listen("fused/image")
+    graph.listen_status()
+    graph.publish(image("bgr8", 10_000, 10_000, sec=1_700_001_000, data=bytes(64)))
+    status = graph.latest_status(lambda s: s.frames_rejected == 1)
+    assert "10000x10000 = 100000000 pixels is over the limit of 3072 pixels (max_input_pixels)" in status.last_error
+    good = image("bgr8", 64, 48, sec=1_700_001_001)
+    assert graph.fuse(good).header == good.header, "an image at the limit passes"
+
+
+def test_a_start_up_value_out_of_range_fails_in_one_line(capfd):
+    assert node_main(["--ros-args", "-p", "processing_width:=-5"]) == 1
+    err = capfd.readouterr().err
+    assert "processing_width: -5 is outside the allowed range 0..8192" in err and "Traceback" not in err, err

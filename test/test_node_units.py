@@ -1,4 +1,4 @@
-"""The node's small parts without a ROS graph: health levels, the one-frame slot, log throttling, runtime
+"""The node's small parts without a ROS graph: health levels, the one-frame slot, the problem log, runtime
 parameter rules, the Fast DDS environment and the sample camera's frames."""
 from __future__ import annotations
 
@@ -8,14 +8,25 @@ import time
 
 import numpy as np
 import pytest
+import rclpy.logging
 from dcmif_msgs.msg import FusionStatus
 from rclpy.parameter import Parameter
 
+from dcmif_ros.bounded_text import MAX_MESSAGE_CHARS, clip, quote
 from dcmif_ros.ros.fastdds import LEGACY_PROFILE_ENV_VAR, PROFILE_ENV_VAR, fastdds_environment
 from dcmif_ros.ros.frame_slot import LatestFrameSlot
 from dcmif_ros.ros.frame_stats import FrameStats
-from dcmif_ros.ros.health import INPUT_STALE_AFTER_S, EngineState, NodeReport, PriorState, assess
-from dcmif_ros.ros.log_throttle import KeyedThrottle
+from dcmif_ros.ros.health import (
+    INPUT_STALE_AFTER_S,
+    NO_OUTPUT_ERROR_S,
+    EngineState,
+    NodeReport,
+    PriorState,
+    WorkerState,
+    assess,
+)
+from dcmif_ros.ros.problem_log import ProblemKind, ProblemLog
+from dcmif_ros.ros.qos import plausible_loss
 from dcmif_ros.ros.parameters import OutputSwitches, RuntimeSettings, runtime_change_problem
 from dcmif_ros.sample_camera import SampleFrames
 
@@ -26,6 +37,7 @@ def healthy_report(**changes) -> NodeReport:
         new_processed=15, new_lost=0, seconds_since_input=0.05,
         engine=EngineState("dcmif_tiny", "CPUExecutionProvider", "fp32", ""),
         prior=PriorState("embedded", 3, 1.0, 10, 3, "", None, 30.0),
+        worker=WorkerState(alive=True, busy_s=None, seconds_since_served=0.05),
     )
     return dataclasses.replace(report, **changes)
 
@@ -40,6 +52,13 @@ def healthy_report(**changes) -> NodeReport:
     ({"new_failed": 1, "new_processed": 9}, FusionStatus.LEVEL_WARN, "inference failed on 1 frame(s)"),
     ({"seconds_since_input": None}, FusionStatus.LEVEL_STALE, "no input image received yet"),
     ({"seconds_since_input": INPUT_STALE_AFTER_S + 2}, FusionStatus.LEVEL_STALE, "no input image for 5 s"),
+    ({"worker": WorkerState(False, None, 0.1)}, FusionStatus.LEVEL_ERROR, "worker thread has stopped"),
+    ({"worker": WorkerState(True, NO_OUTPUT_ERROR_S + 1, NO_OUTPUT_ERROR_S + 1)}, FusionStatus.LEVEL_ERROR,
+     "on one frame for 6 s"),
+    ({"worker": WorkerState(True, None, NO_OUTPUT_ERROR_S + 2), "new_rejected": 30}, FusionStatus.LEVEL_ERROR,
+     "no frame fused for 7 s while frames arrive"),
+    ({"worker": WorkerState(True, None, NO_OUTPUT_ERROR_S + 2), "seconds_since_input": None},
+     FusionStatus.LEVEL_STALE, "no input image received yet"),
 ])
 def test_health_levels(changes, level, words):
     health = assess(healthy_report(**changes))
@@ -68,11 +87,60 @@ def test_slot_wakes_a_waiting_worker_on_close():
     assert not worker.is_alive() and results == [None]
 
 
-def test_throttle_is_per_kind_of_problem():
-    throttle = KeyedThrottle(interval_s=60.0)
-    assert throttle.should_log("dropped a 32FC1 640x480 image")
-    assert not throttle.should_log("dropped a 32FC1 320x240 image"), "same problem, other numbers: throttled"
-    assert throttle.should_log("dropped a bgr8 64x48 image: data too short"), "a new problem logs at once"
+def test_the_transport_loss_hint_knows_whether_the_profile_is_loaded(monkeypatch):
+    monkeypatch.delenv(PROFILE_ENV_VAR, raising=False)
+    monkeypatch.delenv(LEGACY_PROFILE_ENV_VAR, raising=False)
+    without = assess(healthy_report(new_lost=5)).message
+    monkeypatch.setenv(PROFILE_ENV_VAR, "/opt/dcmif/fastdds_shm.xml")
+    loaded = assess(healthy_report(new_lost=5)).message
+    assert "load config/fastdds_shm.xml" in without
+    assert "/opt/dcmif/fastdds_shm.xml is loaded" in loaded and "load config" not in loaded
+
+
+class RecordingLogger:
+    def __init__(self):
+        self.lines: list[tuple[str, str]] = []
+
+    def error(self, message: str) -> None:
+        self.lines.append(("error", message))
+
+    def warning(self, message: str) -> None:
+        self.lines.append(("warning", message))
+
+
+def test_problems_are_throttled_by_kind_never_by_text():
+    logger = RecordingLogger()
+    problems = ProblemLog(logger, interval_s=60.0)
+    assert problems.report(ProblemKind.REJECTED_INPUT, "unsupported image encoding 'a'")
+    for encoding in ("b", "c", "rgb16"):
+        assert not problems.report(ProblemKind.REJECTED_INPUT, f"unsupported image encoding {encoding!r}")
+    assert problems.report(ProblemKind.LOST_IN_TRANSPORT, "3 input frame(s) lost"), "another kind logs at once"
+    assert logger.lines == [("error", "unsupported image encoding 'a'"), ("warning", "3 input frame(s) lost")]
+
+
+def test_a_problem_says_how_many_like_it_were_suppressed():
+    logger, now = RecordingLogger(), [100.0]
+    problems = ProblemLog(logger, interval_s=5.0, clock=lambda: now[0])
+    problems.report(ProblemKind.INFERENCE_FAILED, "x" * 10 * MAX_MESSAGE_CHARS)
+    problems.report(ProblemKind.INFERENCE_FAILED, "second")
+    problems.report(ProblemKind.INFERENCE_FAILED, "third")
+    now[0] += 5.0
+    problems.report(ProblemKind.INFERENCE_FAILED, "fourth")
+    assert len(logger.lines[0][1]) < MAX_MESSAGE_CHARS + 40, "long text is clipped"
+    assert logger.lines[1:] == [("error", "fourth (2 more of this kind since the last such line)")]
+
+
+def test_both_severities_reach_one_rclpy_logger():
+    """rclpy raises 'Logger severity cannot be changed between calls' when one call site logs at two."""
+    problems = ProblemLog(rclpy.logging.get_logger("dcmif_problem_log_test"), interval_s=0.0)
+    for kind in (ProblemKind.REJECTED_INPUT, ProblemKind.LOST_IN_TRANSPORT, ProblemKind.WORKER_FAULT):
+        assert problems.report(kind, f"{kind.value} happened")
+
+
+def test_text_from_inputs_is_bounded():
+    assert clip("short") == "short"
+    assert clip("y" * 1_000_000) == "y" * MAX_MESSAGE_CHARS + "... (1000000 characters)"
+    assert quote("bgr8") == "'bgr8'" and quote("\n" * 100).startswith("'\\n") and len(quote("z" * 10**6)) < 80
 
 
 def test_runtime_rules():
@@ -100,3 +168,9 @@ def test_sample_frames_look_like_video():
     assert first.shape == (480, 640, 3) and first.dtype == np.uint8
     step = np.abs(first.astype(int) - second).mean()
     assert 0 < step < np.abs(first.astype(int) - later).mean(), "consecutive frames differ a little, later ones more"
+
+
+@pytest.mark.parametrize(("reported", "counted"), [(1, 1), (300, 300), (2147483647, 1), (-5, 1)])
+def test_an_implausible_transport_loss_count_counts_as_one_frame(reported, counted):
+    """rmw_fastrtps reported total_count_change 2147483647 after a frame over the shared-memory segment."""
+    assert plausible_loss(reported) == counted

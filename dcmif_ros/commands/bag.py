@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     summary = replay_bag(args.input, args.out, args.topic, pipeline_config(args), storage=args.storage,
                          overwrite=args.overwrite)
     topics = summary.topics
+    for partial in summary.removed_partials:
+        print(f"dcmif bag: removed {partial}, left by an interrupted run", file=sys.stderr)
     print(f"wrote {summary.output}: {summary.frames_fused} of {summary.frames_read} frames of "
           f"{summary.input_topic} fused into {topics.fused}, {topics.pseudo_thermal}, {topics.status}")
     for skipped in summary.skipped:

@@ -132,6 +132,17 @@ def output_names(files: list[Path], out_dir: Path) -> tuple[dict[Path, str], dic
     return names, errors
 
 
+def missing_folders(folders: list[Path]) -> list[Path]:
+    """The folders (and their parents) that do not exist yet, deepest first: what mkdir will create."""
+    missing = set()
+    for folder in folders:
+        for path in (folder, *folder.parents):
+            if path.exists():
+                break
+            missing.add(path)
+    return sorted(missing, key=lambda path: len(path.parts), reverse=True)
+
+
 def dual_modal_fuser(args: argparse.Namespace):
     """``--ir``: a function fusing an input file with the infrared file of the same stem in ``args.ir``."""
     from dcmif_ros.engine import FusionEngine
@@ -189,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
             fuse_file = lambda path: fuser(read_image(path), want_gate=args.save_gate)
         else:
             fuse_file = dual_modal_fuser(args)
+        created = missing_folders(folders)
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
         for path, name in names.items():
@@ -204,7 +216,13 @@ def run(args: argparse.Namespace) -> int:
                 if not cv2.imwrite(str(folder / name), image):
                     raise OSError(f"cannot write {folder / name}")
             written += 1
-    print(f"fused {written} image(s) into {args.out}")
+    if written:
+        print(f"fused {written} image(s) into {args.out}")
+    else:
+        for folder in created:  # nothing fused: leave no empty output behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        print(f"fused no image; {args.out} not written")
     for source, reason in errors.items():
         print(f"dcmif fuse: skipped {source}: {reason}", file=sys.stderr)
     return EXIT_SOME_FAILED if errors else 0

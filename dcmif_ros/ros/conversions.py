@@ -10,6 +10,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from dcmif_ros.bounded_text import quote
 from dcmif_ros.image_codec import ImageFields, decode_compressed, decode_image_fields, encode_bgr8
 
 GATE_COLORMAP = cv2.COLORMAP_TURBO
@@ -18,11 +19,15 @@ GATE_COLORMAP = cv2.COLORMAP_TURBO
 _GATE_LEVELS = 255.0
 
 
-def decode_input(message: Image | CompressedImage) -> np.ndarray:
-    """A BGR uint8 frame from either input type; ImageDecodeError says why a message cannot be used."""
+def decode_input(message: Image | CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """A BGR uint8 frame from either input type; ImageDecodeError says why a message cannot be used.
+
+    ``max_pixels`` refuses larger images from their declared size, before decoding (the node's
+    ``max_input_pixels``).
+    """
     if isinstance(message, CompressedImage):
-        return decode_compressed(message.format, message.data)
-    return decode_image_fields(message)
+        return decode_compressed(message.format, message.data, max_pixels)
+    return decode_image_fields(message, max_pixels)
 
 
 def decode_infrared(message: Image, size: tuple[int, int]) -> np.ndarray:
@@ -38,10 +43,10 @@ def decode_infrared(message: Image, size: tuple[int, int]) -> np.ndarray:
 
 
 def describe_input(message: Image | CompressedImage) -> str:
-    """What arrived, for error messages: 'bgr8 640x480' or "compressed 'jpeg'"."""
+    """What arrived, for error messages: "'bgr8' 640x480" or "compressed 'jpeg'" (a long encoding is cut)."""
     if isinstance(message, CompressedImage):
-        return f"compressed {message.format!r}"
-    return f"{message.encoding or '(no encoding)'} {message.width}x{message.height}"
+        return f"compressed {quote(message.format)}"
+    return f"{quote(message.encoding) if message.encoding else '(no encoding)'} {message.width}x{message.height}"
 
 
 def image_message(fields: ImageFields, header: Header) -> Image:

@@ -32,3 +32,14 @@ def fastdds_environment(base: Mapping[str, str]) -> dict[str, str]:
         env[PROFILE_ENV_VAR] = str(fastdds_profile_path())
     env.setdefault(RMW_ENV_VAR, FASTDDS_RMW)
     return env
+
+
+def transport_loss_hint(environ: Mapping[str, str]) -> str:
+    """What to do about frames lost in transport, given whether this process loaded a Fast DDS profile."""
+    profile = environ.get(PROFILE_ENV_VAR) or environ.get(LEGACY_PROFILE_ENV_VAR)
+    if profile:
+        return (f"the Fast DDS profile {profile} is loaded, so these are frames larger than its shared-memory "
+                "segment, bursts faster than the node reads, or a link between hosts: set this subscription's "
+                "reliability to reliable, or send smaller or compressed images")
+    return (f"large images over a best-effort link lose fragments: load config/{PROFILE_FILE_NAME} in every "
+            f"process ({PROFILE_ENV_VAR}), or set this subscription's reliability to reliable")

@@ -3,7 +3,8 @@
 
 Written from two threads (the image callback counts arrivals, the worker counts outcomes) and read by the
 report timer, hence the lock. Counters start at zero on configure and only grow, so
-``processed + dropped <= received`` always holds; the difference is the frame in flight.
+``processed + dropped <= received`` always holds; the difference is the frame in flight. The worker also
+marks when it takes a frame and when it last served one, so health can tell a stuck or starved worker.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class FrameCounts:
     last_frame_id: str  # of the last received frame
     last_received_s: float | None  # time.monotonic() of the last arrival
     last_error: str
+    last_served_s: float | None  # time.monotonic() the worker last published a frame or skipped it as idle
+    busy_since_s: float | None  # time.monotonic() the worker took the frame it is on; None while waiting
 
     @property
     def dropped(self) -> int:
@@ -57,6 +60,8 @@ class FrameStats:
         self._last_frame_id = ""
         self._last_received_s: float | None = None
         self._last_error = ""
+        self._last_served_s: float | None = None
+        self._busy_since_s: float | None = None
 
     def count_received(self, frame_id: str, replaced_one: bool) -> None:
         with self._lock:
@@ -69,10 +74,16 @@ class FrameStats:
         with self._lock:
             self._stale += 1
 
+    def start_frame(self, taken_s: float) -> None:
+        """The worker took a frame at ``taken_s``; every count_* of its outcome ends it."""
+        with self._lock:
+            self._busy_since_s = taken_s
+
     def count_processed(self, received_s: float, taken_s: float, inference_ms: float, stamp: Time) -> None:
         """One frame published: it arrived at ``received_s`` and the worker took it at ``taken_s``."""
         now = time.monotonic()
         with self._lock:
+            self._busy_since_s, self._last_served_s = None, now
             self._processed += 1
             self._inference_ms.append(inference_ms)
             self._overhead_ms.append((now - taken_s) * 1e3 - inference_ms)
@@ -81,16 +92,19 @@ class FrameStats:
 
     def count_rejected(self, reason: str) -> None:
         with self._lock:
+            self._busy_since_s = None
             self._rejected += 1
             self._last_error = reason
 
     def count_failed(self, reason: str) -> None:
         with self._lock:
+            self._busy_since_s = None
             self._failed += 1
             self._last_error = reason
 
     def count_idle(self) -> None:
         with self._lock:
+            self._busy_since_s, self._last_served_s = None, time.monotonic()
             self._idle += 1
 
     def count_lost(self, count: int) -> None:
@@ -111,6 +125,7 @@ class FrameStats:
                 node_latency_ms_median=_percentile(latency, 50), node_latency_ms_p95=_percentile(latency, 95),
                 last_input_stamp=self._last_input_stamp, last_frame_id=self._last_frame_id,
                 last_received_s=self._last_received_s, last_error=self._last_error,
+                last_served_s=self._last_served_s, busy_since_s=self._busy_since_s,
             )
 
 

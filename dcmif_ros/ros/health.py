@@ -2,22 +2,25 @@
 
 OK is the quiet state: frames dropped because a newer one arrived are the design working, not a fault.
 WARN means running degraded (CPU fallback, bad input frames, frames lost in transport, the prior not
-refreshing); ERROR means inference fails on every frame; STALE means no image arrived for a while.
+refreshing); ERROR means no output: inference fails on every frame, the fusion worker died or is stuck, or
+frames arrive and none was fused for ``NO_OUTPUT_ERROR_S``; STALE means no image arrived for a while.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from dcmif_msgs.msg import FusionStatus
 
 from dcmif_ros.pipeline import FusionPipeline
+from dcmif_ros.ros.fastdds import transport_loss_hint
 from dcmif_ros.ros.frame_stats import FrameCounts
 
 INPUT_STALE_AFTER_S = 3.0
 """No image for this long (or none yet) makes the level STALE."""
 
-TRANSPORT_LOSS_HINT = ("large images over a best-effort link lose fragments: load config/fastdds_shm.xml in "
-                       "every process, or set this subscription's reliability to reliable")
+NO_OUTPUT_ERROR_S = 5.0
+"""Frames arriving and none fused for this long, or one frame in the worker this long, makes the level ERROR."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,20 @@ class PriorState:
 
 
 @dataclass(frozen=True)
+class WorkerState:
+    """The fusion worker thread, seen from the report timer."""
+
+    alive: bool
+    busy_s: float | None  # how long it has been on its current frame; None while it waits for one
+    seconds_since_served: float  # since it last published a frame (or skipped one as unwanted), or started
+
+    @classmethod
+    def of(cls, alive: bool, counts: FrameCounts, started_s: float, now_s: float) -> WorkerState:
+        served_s = max(counts.last_served_s or started_s, started_s)
+        return cls(alive, None if counts.busy_since_s is None else now_s - counts.busy_since_s, now_s - served_s)
+
+
+@dataclass(frozen=True)
 class NodeReport:
     counts: FrameCounts
     input_rate_hz: float
@@ -72,6 +89,7 @@ class NodeReport:
     seconds_since_input: float | None
     engine: EngineState
     prior: PriorState
+    worker: WorkerState
 
 
 @dataclass(frozen=True)
@@ -87,7 +105,8 @@ class ReportBuilder:
         self._previous: FrameCounts | None = None
         self._previous_s: float | None = None
 
-    def build(self, counts: FrameCounts, engine: EngineState, prior: PriorState, now_s: float) -> NodeReport:
+    def build(self, counts: FrameCounts, engine: EngineState, prior: PriorState, worker: WorkerState,
+              now_s: float) -> NodeReport:
         before = self._previous
         elapsed = now_s - self._previous_s if self._previous_s is not None else 0.0
         self._previous, self._previous_s = counts, now_s
@@ -103,13 +122,13 @@ class ReportBuilder:
             new_rejected=change("rejected"), new_failed=change("failed"), new_processed=change("processed"),
             new_lost=change("lost_in_transport"),
             seconds_since_input=None if counts.last_received_s is None else now_s - counts.last_received_s,
-            engine=engine, prior=prior,
+            engine=engine, prior=prior, worker=worker,
         )
 
 
 def assess(report: NodeReport) -> Health:
     counts, prior = report.counts, report.prior
-    errors: list[str] = []
+    errors = _output_problems(report)
     warnings: list[str] = []
     if report.new_failed:
         (warnings if report.new_processed else errors).append(
@@ -119,7 +138,7 @@ def assess(report: NodeReport) -> Health:
     if report.new_rejected:
         warnings.append(f"{report.new_rejected} input frame(s) rejected: {counts.last_error}")
     if report.new_lost:
-        warnings.append(f"{report.new_lost} frame(s) lost in transport ({TRANSPORT_LOSS_HINT})")
+        warnings.append(f"{report.new_lost} frame(s) lost in transport ({transport_loss_hint(os.environ)})")
     if prior.last_error:
         warnings.append(prior.last_error)
     if prior.in_flight_s is not None and prior.in_flight_s > prior.timeout_s:
@@ -134,3 +153,18 @@ def assess(report: NodeReport) -> Health:
     if report.seconds_since_input > INPUT_STALE_AFTER_S:
         return Health(FusionStatus.LEVEL_STALE, f"no input image for {report.seconds_since_input:.0f} s")
     return Health(FusionStatus.LEVEL_OK, f"fusing at {report.output_rate_hz:.1f} Hz")
+
+
+def _output_problems(report: NodeReport) -> list[str]:
+    """Why no output comes although it should: the worker is dead or stuck, or fuses nothing it gets."""
+    worker = report.worker
+    if not worker.alive:
+        return ["the fusion worker thread has stopped: nothing is fused"]
+    if worker.busy_s is not None and worker.busy_s > NO_OUTPUT_ERROR_S:
+        return [f"the fusion worker has been on one frame for {worker.busy_s:.0f} s"]
+    receiving = report.seconds_since_input is not None and report.seconds_since_input <= INPUT_STALE_AFTER_S
+    if receiving and worker.seconds_since_served > NO_OUTPUT_ERROR_S:
+        last_error = report.counts.last_error
+        return [f"no frame fused for {worker.seconds_since_served:.0f} s while frames arrive"
+                + (f" (last error: {last_error})" if last_error else "")]
+    return []

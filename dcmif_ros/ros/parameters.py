@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -25,6 +26,9 @@ MAX_INFERENCE_THREADS = 64
 MAX_REFRESH_PERIOD_FRAMES = 100_000
 MAX_IR_PAIRING_TOLERANCE_S = 1.0
 IR_TIMEOUT_RANGE_S = (0.01, 60.0)
+DEFAULT_MAX_INPUT_PIXELS = 7680 * 4320
+"""8K UHD: any camera's frame passes, a decompression bomb (a small PNG declaring 10000x10000) does not."""
+MAX_INPUT_PIXELS_LIMIT = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
                       float_range=(0.1, 3600.0)),
         ParameterSpec("use_compressed", False, "subscribe to image_raw/compressed (sensor_msgs/CompressedImage) "
                       "instead of image_raw"),
+        ParameterSpec("max_input_pixels", DEFAULT_MAX_INPUT_PIXELS, "input images with more pixels (width x "
+                      "height, read from the header before decoding, compressed images too) are rejected",
+                      integer_range=(1, MAX_INPUT_PIXELS_LIMIT)),
         ParameterSpec("use_ir", False, "also subscribe to ir_image (a registered thermal camera) and fuse real "
                       "visible/infrared pairs with dual_model_path; DCMIF's inferred infrared while none arrives"),
         ParameterSpec("dual_model_path", str(default_model_path(DEFAULT_DUAL_MODEL_NAME)), "dual-modal ONNX model "
@@ -98,8 +105,22 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
 
 
 def declare_parameters(node: Node) -> None:
+    """Declare every parameter; ConfigError names a value given at start-up that its type or range refuses."""
     for spec in parameter_specs():
-        node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        try:
+            node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        except (InvalidParameterValueException, InvalidParameterTypeException):
+            raise ConfigError(f"parameter {spec.name}: {_refusal(spec, node)}") from None
+
+
+def _refusal(spec: ParameterSpec, node: Node) -> str:
+    """Why the override given for ``spec`` was refused, with what would be accepted."""
+    given = node._parameter_overrides.get(spec.name)  # what the user passed (rclpy keeps it there)
+    value = given.value if given is not None else "?"
+    if isinstance(spec.default, bool) or not isinstance(value, type(spec.default)):
+        return f"{value!r} is not a {type(spec.default).__name__}"
+    low, high = spec.integer_range or spec.float_range
+    return f"{value!r} is outside the allowed range {low}..{high}"
 
 
 def runtime_parameter_names() -> frozenset[str]:
@@ -166,6 +187,7 @@ class NodeConfig:
     prior_timeout_s: float
     use_compressed: bool
     diagnostics_period_s: float
+    max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
     ir: InfraredConfig | None = None  # None: no thermal camera (use_ir false)
 
     def pipeline_config(self, refresh_every_n_frames: int) -> PipelineConfig:
@@ -205,7 +227,7 @@ def read_config(node: Node) -> NodeConfig:
         allow_cpu_fallback=value["allow_cpu_fallback"],
         inference_threads=value["inference_threads"], processing_size=(width, height) if width else None,
         prior=value["prior"], prior_timeout_s=value["prior_timeout_s"], use_compressed=value["use_compressed"],
-        diagnostics_period_s=value["diagnostics_period_s"], ir=ir,
+        diagnostics_period_s=value["diagnostics_period_s"], max_input_pixels=value["max_input_pixels"], ir=ir,
     )
 
 

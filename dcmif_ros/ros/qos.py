@@ -24,6 +24,9 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 INPUT_DEPTH = 1
 """Only the newest camera frame is worth processing."""
 
+MAX_PLAUSIBLE_LOSS = 1 << 20
+"""More frames than this lost between two events is a corrupt count, not a loss."""
+
 OUTPUT_DEPTH = 5
 """Enough for a reliable subscriber to absorb a short hiccup without the writer's history growing large."""
 
@@ -56,8 +59,17 @@ def subscription_events(logger: RcutilsLogger, topic: str,
 
     return SubscriptionEventCallbacks(
         incompatible_qos=incompatible,
-        message_lost=lambda event: on_message_lost(event.total_count_change),
+        message_lost=lambda event: on_message_lost(plausible_loss(event.total_count_change)),
     )
+
+
+def plausible_loss(count_change: int) -> int:
+    """Frames one message_lost event reports, where rmw_fastrtps sometimes reports nonsense.
+
+    Seen here: after a frame larger than the shared-memory segment, an event with total_count_change
+    2147483647 and total_count 2**64 - 2**31; it stands for a loss, so it counts as one frame.
+    """
+    return count_change if 0 <= count_change < MAX_PLAUSIBLE_LOSS else 1
 
 
 def publisher_events(logger: RcutilsLogger, topic: str) -> PublisherEventCallbacks:
