@@ -30,8 +30,9 @@ from std_msgs.msg import Header
 from dcmif_ros.image_codec import encode_bgr8
 from dcmif_ros.ros.conversions import image_message
 
-SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-"""Colour photographs that ship inside scikit-image (no download)."""
+SAMPLE_PHOTOS = ("astronaut", "camera", "coffee", "rocket")
+"""Photographs that ship inside scikit-image (no download); the first two show people, whom a thermal camera
+would show warm ("camera", the cameraman, is grey)."""
 
 DEFAULT_SIZE = (640, 480)
 DEFAULT_RATE_HZ = 15.0
@@ -53,7 +54,8 @@ CAMERA_QOS = {
 def load_sample_photos() -> list[np.ndarray]:
     import skimage.data
 
-    return [cv2.cvtColor(getattr(skimage.data, name)(), cv2.COLOR_RGB2BGR) for name in SAMPLE_PHOTOS]
+    photos = [getattr(skimage.data, name)() for name in SAMPLE_PHOTOS]
+    return [cv2.cvtColor(p, cv2.COLOR_GRAY2BGR if p.ndim == 2 else cv2.COLOR_RGB2BGR) for p in photos]
 
 
 class SampleFrames:
