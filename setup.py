@@ -33,11 +33,10 @@ setup(
     maintainer="dcmif_ros developers",
     description="Live infrared inference and visible/infrared fusion for ROS 2 cameras.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "dcmif = dcmif_ros.cli:main",
-            "dcmif_node = dcmif_ros.node:main",
+            "dcmif_node = dcmif_ros.ros.node_main:main",
         ],
     },
 )

@@ -21,6 +21,7 @@ pkg="$(cd "${1:-$root/dcmif_msgs}" 2>/dev/null && pwd)" || { echo "interface bui
 name="$(basename "$pkg")"
 build="$root/build/interfaces/$name"
 log="$build/build.log"
+fix_include_dirs="$root/scripts/wheel_include_dirs_fix.cmake"
 fail() { echo "$name build failed: $*" >&2; exit 1; }
 
 # --- prerequisites, each checked with its own message -------------------------------------------
@@ -79,7 +80,7 @@ esac
 # --- fast path: nothing changed since the last successful build ------------------------------------
 site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)" \
   || fail "$py cannot report its site-packages directory"
-inputs_hash="$( { echo "$venv $pkg $py_inc $np_inc $cmake_ver"; cat "$0" "$pkg/CMakeLists.txt" "$pkg/package.xml";
+inputs_hash="$( { echo "$venv $pkg $py_inc $np_inc $cmake_ver"; cat "$0" "$fix_include_dirs" "$pkg/CMakeLists.txt" "$pkg/package.xml";
   for f in $(interface_files); do echo "$f"; cat "$f"; done;
   cat "$venv"/share/{rosidl_generator_py,rosidl_default_generators,std_msgs}/package.xml 2>/dev/null; } \
   | sha256sum | cut -c1-16)"
@@ -114,41 +115,9 @@ if [ -f "$build/CMakeCache.txt" ] \
   find "$build" -mindepth 1 -maxdepth 1 ! -name build.log -exec rm -rf {} +
 fi
 
-# The wheels' exported CMake targets (e.g. std_msgs::std_msgs__rosidl_generator_py) carry the include
-# directories of the machine that built them (/opt/python/cp311-cp311/include/python3.11 and
-# .../site-packages/numpy/_core/include), which CMake rejects as non-existent. This file, injected with
-# CMAKE_PROJECT_INCLUDE (so dcmif_msgs/CMakeLists.txt stays a plain colcon package), defers a call to the
-# end of the configure step that rewrites those non-existent paths to this venv's Python and numpy
-# include directories. Paths that exist are left alone; nothing outside the build tree is touched.
-cat > "$build/wheel_include_dirs_fix.cmake" <<'EOF'
-function(_dcmif_fix_wheel_include_dirs)
-  get_property(_targets DIRECTORY "${CMAKE_SOURCE_DIR}" PROPERTY IMPORTED_TARGETS)
-  foreach(_t IN LISTS _targets)
-    get_target_property(_dirs ${_t} INTERFACE_INCLUDE_DIRECTORIES)
-    if(NOT _dirs)
-      continue()
-    endif()
-    set(_new "")
-    set(_changed FALSE)
-    foreach(_d IN LISTS _dirs)
-      if(NOT EXISTS "${_d}" AND _d MATCHES "/include/python3\\.[0-9]+$")
-        set(_d "${DCMIF_PYTHON_INCLUDE_DIR}")
-        set(_changed TRUE)
-      elseif(NOT EXISTS "${_d}" AND _d MATCHES "/numpy/(_core/)?include$")
-        set(_d "${DCMIF_NUMPY_INCLUDE_DIR}")
-        set(_changed TRUE)
-      endif()
-      list(APPEND _new "${_d}")
-    endforeach()
-    if(_changed)
-      list(REMOVE_DUPLICATES _new)
-      set_target_properties(${_t} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_new}")
-      message(STATUS "dcmif: include dirs of ${_t} -> ${_new}")
-    endif()
-  endforeach()
-endfunction()
-cmake_language(DEFER DIRECTORY "${CMAKE_SOURCE_DIR}" CALL _dcmif_fix_wheel_include_dirs)
-EOF
+# The wheels' exported CMake targets carry include directories of the machine that built them;
+# scripts/wheel_include_dirs_fix.cmake (injected with CMAKE_PROJECT_INCLUDE) rewrites them at configure time.
+# test/test_ros_workspace.py passes the same file to colcon.
 
 first_error() {  # the most telling error line of the log, squeezed onto one line
   local line
@@ -170,7 +139,7 @@ cmake -S "$pkg" -B "$build" \
   -DPython3_EXECUTABLE="$py" \
   -DPython3_FIND_VIRTUALENV=ONLY \
   -DBUILD_TESTING=OFF \
-  -DCMAKE_PROJECT_INCLUDE="$build/wheel_include_dirs_fix.cmake" \
+  -DCMAKE_PROJECT_INCLUDE="$fix_include_dirs" \
   -DDCMIF_PYTHON_INCLUDE_DIR="$py_inc" \
   -DDCMIF_NUMPY_INCLUDE_DIR="$np_inc" >>"$log" 2>&1 \
   || fail "cmake configure failed: $(first_error) (see ${log#"$root"/})"

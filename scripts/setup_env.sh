@@ -22,7 +22,7 @@ command -v cc >/dev/null || fail "no C compiler found (needed to build msg/); in
 ros2_sources="$root/../shared/ros2"
 ros2_sources="$(cd "$ros2_sources" 2>/dev/null && pwd || true)"
 inputs_hash="$( { cat requirements.txt requirements-python.txt setup.py setup.cfg package.xml msg/*.msg dcmif_msgs/package.xml \
-  dcmif_msgs/CMakeLists.txt scripts/setup_env.sh scripts/build_interfaces.sh 2>/dev/null; echo "ros2 sources: $ros2_sources"; } \
+  dcmif_msgs/CMakeLists.txt scripts/setup_env.sh scripts/build_interfaces.sh scripts/wheel_include_dirs_fix.cmake 2>/dev/null; echo "ros2 sources: $ros2_sources"; } \
   | sha256sum | cut -c1-16)"
 stamp="$venv/.dcmif-setup-$inputs_hash"
 if [ -f "$stamp" ]; then

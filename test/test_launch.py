@@ -72,7 +72,7 @@ def test_launch_file_starts_the_node_entry_point_with_remapped_inputs(launch_tre
     [node] = calls_to(launch_tree, "Node")
     constants = module_constants(launch_tree)
     assert (keyword(node, "package", constants), keyword(node, "executable")) == ("dcmif_ros", "dcmif_node")
-    assert "dcmif_node = dcmif_ros.node:main" in (ROOT / "setup.py").read_text()
+    assert "dcmif_node = dcmif_ros.ros.node_main:main" in (ROOT / "setup.py").read_text()
     strings = {n.value for n in ast.walk(launch_tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     assert {"image_raw", "image_raw/compressed", "ir_image"} <= strings
     assert set(constants["OPTIONAL_OVERRIDES"]) <= set(specs_by_name()), "launch overrides unknown parameters"
