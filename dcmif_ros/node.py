@@ -374,6 +374,7 @@ def main(args: list[str] | None = None) -> int:
 
 
 def _on_ctrl_c(signum, frame) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # under ros2 launch a terminal's Ctrl-C arrives twice: once is enough
     _ctrl_c.set()
     raise KeyboardInterrupt
 

@@ -157,7 +157,7 @@ class LaunchRun:
         env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
         self.process = subprocess.Popen(["bash", "-c", "\n".join(script)], cwd=ws, env=env,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
         self._reader.start()
@@ -170,11 +170,16 @@ class LaunchRun:
         return self.process.poll() is None
 
     def ctrl_c(self) -> int:
-        self.process.send_signal(signal.SIGINT)
+        """Ctrl-C in the terminal: SIGINT to the whole process group, so the node gets it from the terminal
+        and again from launch. Whatever is left after EXIT_TIMEOUT_S is killed, the node too."""
+        os.killpg(self.process.pid, signal.SIGINT)
         try:
             return self.process.wait(EXIT_TIMEOUT_S)
         finally:
-            self.process.kill()
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self._reader.join(EXIT_TIMEOUT_S)
 
 

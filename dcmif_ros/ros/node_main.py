@@ -5,6 +5,7 @@ interrupted right after start) would otherwise end in a KeyboardInterrupt traceb
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -12,6 +13,7 @@ def main() -> int:
     try:
         from dcmif_ros.node import main as run_node
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # ros2 launch forwards the terminal's Ctrl-C a second time
         return 0
     return run_node()
 
