@@ -19,6 +19,7 @@ reported and logged); should the thread stop all the same, the report timer says
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -31,6 +32,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle.publisher import LifecyclePublisher
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from dcmif_ros.bounded_text import clip
@@ -74,6 +76,12 @@ MAX_FRAME_ID_CHARS = 256
 WORKER_THREAD_NAME = "dcmif-fusion-worker"
 WORKER_JOIN_TIMEOUT_S = 10.0
 """Deactivation waits this long for the frame being fused to finish."""
+
+CTRL_C_POLL_S = 0.1
+"""main() spins in steps this long, so that Ctrl-C (a KeyboardInterrupt in the main thread) is seen promptly."""
+_ctrl_c = threading.Event()
+"""Set by main()'s SIGINT handler. A Ctrl-C can surface as another error (an import it cuts short raises
+ImportError), so activation asks this rather than the exception's type."""
 
 
 class DcmifNode(LifecycleNode):
@@ -122,6 +130,10 @@ class DcmifNode(LifecycleNode):
         self._stats = FrameStats()
         self._reports = ReportBuilder()
         self._level = FusionStatus.LEVEL_STALE
+        config = self._config
+        self.get_logger().info(f"configured: model {config.model_path}, provider '{config.provider}', precision "
+                               f"'{config.precision}', prior '{config.prior}', input "
+                               f"'{self.resolve_topic_name(self._input_topic(config.use_compressed)[1])}'")
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -130,16 +142,20 @@ class DcmifNode(LifecycleNode):
         try:
             pipeline = FusionPipeline(config.pipeline_config(self._settings.refresh_every_n_frames))
             infrared = InfraredInput(config) if config.ir is not None else None
-        except Exception as exc:  # rclpy turns an escaping exception into a silent ERROR transition
+        except BaseException as exc:  # rclpy turns an escaping exception into a silent ERROR transition
             if pipeline is not None:
                 pipeline.close()
+            if _ctrl_c.is_set() or not isinstance(exc, Exception):
+                raise KeyboardInterrupt from exc  # Ctrl-C mid-activation: main() shuts down quietly
             self.get_logger().error(f"cannot activate: {type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
         engine = pipeline.engine
         if EngineState.of(pipeline).fallback_warning:
             self.get_logger().warning(engine.fallback_warning)
-        self.get_logger().info(f"model {engine.model_path} ({engine.precision}) on {engine.providers[0]} "
-                               f"(provider '{config.provider}'), prior '{config.prior}'")
+        size = config.processing_size
+        self.get_logger().info(f"activated: {engine.model_path.name} ({engine.precision}) on {engine.providers[0]} "
+                               f"(provider '{config.provider}'), network at "
+                               f"{f'{size[0]}x{size[1]}' if size else 'the camera resolution'}, prior '{config.prior}'")
         if infrared is not None:
             self.get_logger().info(f"real infrared on '{self.resolve_topic_name(IR_TOPIC)}', fused by "
                                    f"{infrared.engine.model_path}")
@@ -157,14 +173,17 @@ class DcmifNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
+        self.get_logger().info("deactivated: model freed, input unsubscribed")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_outputs()
+        self.get_logger().info("cleaned up: publishers destroyed")
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release()
+        self.get_logger().info("shut down")
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -214,9 +233,12 @@ class DcmifNode(LifecycleNode):
             message_type, topic, qos.output_qos(), qos_overriding_options=qos.overridable(),
             event_callbacks=qos.publisher_events(self.get_logger(), self.resolve_topic_name(topic)))
 
+    @staticmethod
+    def _input_topic(use_compressed: bool) -> tuple[type, str]:
+        return (CompressedImage, COMPRESSED_INPUT_TOPIC) if use_compressed else (Image, INPUT_TOPIC)
+
     def _create_input_subscription(self, use_compressed: bool):
-        message_type, topic = (CompressedImage, COMPRESSED_INPUT_TOPIC) if use_compressed else (Image, INPUT_TOPIC)
-        return self._create_image_subscription(message_type, topic, self._on_image)
+        return self._create_image_subscription(*self._input_topic(use_compressed), self._on_image)
 
     def _create_image_subscription(self, message_type, topic: str, callback):
         events = qos.subscription_events(self.get_logger(), self.resolve_topic_name(topic), self._on_frames_lost)
@@ -349,28 +371,44 @@ class DcmifNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C; with autostart, exit 1 if it cannot configure or activate (launch shows it)."""
-    rclpy.init(args=args)
+    """Run the node until Ctrl-C; with autostart, exit 1 if it cannot configure or activate (launch shows it).
+
+    Ctrl-C exits 0 at any moment, also during the seconds of activation: rclpy's own SIGINT handler is left
+    out, because it shuts the context down under a running transition (which then fails with a transition
+    error); Python's KeyboardInterrupt instead unwinds the main thread wherever it is. SIGTERM keeps rclpy's.
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.SIGTERM)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _on_ctrl_c)
+    node = executor = None
     try:
         node = DcmifNode()
-    except ConfigError as exc:  # a start-up value out of range: one line, not rclpy's traceback
-        print(f"[{NODE_NAME}] cannot start: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         if node.get_parameter("autostart").value and not node.start_up():
             return 1
-        executor.spin()
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=CTRL_C_POLL_S)
+    except ConfigError as exc:  # a start-up value out of range: one line, not rclpy's traceback
+        print(f"[{NODE_NAME}] cannot start: {exc}", file=sys.stderr)
+        return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.release()
-        executor.shutdown()
-        node.destroy_node()
+        if node is not None:
+            node.release()
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _on_ctrl_c(signum, frame) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # under ros2 launch a terminal's Ctrl-C arrives twice: once is enough
+    _ctrl_c.set()
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# Build the ROS 2 interfaces of dcmif_ros (package dcmif_msgs, sources in msg/) without a ROS install,
-# with the ament/rosidl CMake tooling that the ROS 2 PyPI wheels put into .venv, and install the result
-# into .venv itself (the prefix the wheels install into):
+# Build a ROS 2 interface package without a ROS install -- dcmif_ros's own dcmif_msgs (sources in msg/) by
+# default, or the one given (composition_interfaces from ../shared/ros2, which launch_ros imports) -- with the
+# ament/rosidl CMake tooling that the ROS 2 PyPI wheels put into .venv, and install the result into .venv
+# itself (the prefix the wheels install into):
 #   .venv/lib/libdcmif_msgs__*.so                      C/C++ type support libraries
 #   .venv/lib/python3.11/site-packages/dcmif_msgs/    the Python package (import dcmif_msgs.msg)
 #   .venv/share/dcmif_msgs, .venv/share/ament_index   msg files, CMake config, ament index entry
 # At run time the libraries are found exactly like the wheels' own std_msgs libraries: the wheels'
 # ros_wheels_bootstrapper.pth re-executes the interpreter with LD_LIBRARY_PATH=<venv>/lib:... .
 #
-# Usage: bash scripts/build_interfaces.sh        (DCMIF_VENV=/path/to/venv to use another venv)
-# Build directory: build/interfaces/ (log: build/interfaces/build.log). Idempotent: a second run with
+# Usage: bash scripts/build_interfaces.sh [PACKAGE_DIR]   (DCMIF_VENV=/path/to/venv to use another venv)
+# Build directory: build/interfaces/<package>/ (log: build.log there). Idempotent: a second run with
 # unchanged inputs only checks a stamp and the import (about a second).
 # On failure it prints exactly one line, naming what is missing, on stderr and exits 1.
 # With a ROS 2 install, use colcon instead (docs/interfaces.md).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${DCMIF_VENV:-$root/.venv}"
-pkg="$root/dcmif_msgs"
-build="$root/build/interfaces"
+pkg="$(cd "${1:-$root/dcmif_msgs}" 2>/dev/null && pwd)" || { echo "interface build failed: no folder ${1}" >&2; exit 1; }
+name="$(basename "$pkg")"
+build="$root/build/interfaces/$name"
 log="$build/build.log"
-fail() { echo "dcmif_msgs build failed: $*" >&2; exit 1; }
+fix_include_dirs="$root/scripts/wheel_include_dirs_fix.cmake"
+fail() { echo "$name build failed: $*" >&2; exit 1; }
 
 # --- prerequisites, each checked with its own message -------------------------------------------
 py="$venv/bin/python"
@@ -31,19 +34,23 @@ cmake_ver="$(cmake --version | sed -n '1s/[^0-9]*\([0-9][0-9.]*\).*/\1/p')"
 command -v make >/dev/null || fail "make not found (apt-get install make)"
 command -v cc >/dev/null || fail "no C compiler (cc) found (apt-get install gcc)"
 command -v c++ >/dev/null || fail "no C++ compiler (c++) found (apt-get install g++)"
-[ -f "$pkg/CMakeLists.txt" ] && [ -f "$pkg/package.xml" ] || fail "dcmif_msgs/CMakeLists.txt or dcmif_msgs/package.xml is missing"
-[ -d "$pkg/msg" ] || fail "dcmif_msgs/msg is missing or not a symlink to ../msg (was the repository checked out with core.symlinks=false?)"
-compgen -G "$pkg/msg/*.msg" >/dev/null || fail "no .msg file in msg/"
+[ -f "$pkg/CMakeLists.txt" ] && [ -f "$pkg/package.xml" ] || fail "$name/CMakeLists.txt or $name/package.xml is missing"
+if [ "$name" = dcmif_msgs ]; then
+  [ -d "$pkg/msg" ] || fail "dcmif_msgs/msg is missing or not a symlink to ../msg (was the repository checked out with core.symlinks=false?)"
+fi
+kinds="$(for k in msg srv action; do compgen -G "$pkg/$k/*.$k" >/dev/null && echo "$k"; done; true)"
+[ -n "$kinds" ] || fail "no .msg, .srv or .action file in $pkg"
+interface_files() { for k in $kinds; do ls "$pkg/$k"/*."$k"; done; }
 for p in ament_cmake rosidl_default_generators rosidl_generator_py rosidl_typesupport_fastrtps_c \
          rosidl_typesupport_introspection_c builtin_interfaces std_msgs; do
   [ -f "$venv/share/$p/cmake/${p}Config.cmake" ] \
     || fail "ROS 2 CMake package $p not found in $venv/share (install requirements.txt into the venv)"
 done
-# Every package the .msg files refer to (pkg/Type) must be installed (dcmif_msgs's own types aside).
-for dep in $(sed -e 's/#.*//' "$pkg"/msg/*.msg | awk 'NF {print $1}' | sed -n 's#^\([A-Za-z0-9_]*\)/.*#\1#p' | sort -u); do
-  [ "$dep" = dcmif_msgs ] && continue
+# Every package the interface files refer to (pkg/Type) must be installed (the package's own types aside).
+for dep in $(interface_files | xargs sed -e 's/#.*//' | awk 'NF {print $1}' | sed -n 's#^\([A-Za-z0-9_]*\)/.*#\1#p' | sort -u); do
+  [ "$dep" = "$name" ] && continue
   [ -f "$venv/share/$dep/cmake/${dep}Config.cmake" ] \
-    || fail "msg/ uses the package $dep, which is not installed in $venv (pip install ros-kilted-${dep//_/-}; it must also be in DEPENDENCIES of dcmif_msgs/CMakeLists.txt)"
+    || fail "$name uses the package $dep, which is not installed in $venv (pip install ros-kilted-${dep//_/-}; it must also be in DEPENDENCIES of $name/CMakeLists.txt)"
 done
 # Python side of the generators; prints "fail <why>", or "ok" and the Python and numpy include dirs.
 py_info="$(cd / && env -u PYTHONPATH "$py" - <<'EOF' 2>&1
@@ -73,22 +80,25 @@ esac
 # --- fast path: nothing changed since the last successful build ------------------------------------
 site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)" \
   || fail "$py cannot report its site-packages directory"
-inputs_hash="$( { echo "$venv $pkg $py_inc $np_inc $cmake_ver"; cat "$0" "$pkg/CMakeLists.txt" "$pkg/package.xml";
-  for f in "$pkg"/msg/*.msg; do echo "$f"; cat "$f"; done;
+inputs_hash="$( { echo "$venv $pkg $py_inc $np_inc $cmake_ver"; cat "$0" "$fix_include_dirs" "$pkg/CMakeLists.txt" "$pkg/package.xml";
+  for f in $(interface_files); do echo "$f"; cat "$f"; done;
   cat "$venv"/share/{rosidl_generator_py,rosidl_default_generators,std_msgs}/package.xml 2>/dev/null; } \
   | sha256sum | cut -c1-16)"
 stamp="$build/.built-$inputs_hash"
-check_import() {
+check_import() {  # every generated module imports from the venv, and its first type can be built
   (cd / && env -u PYTHONPATH "$py" -c "
-import dcmif_msgs.msg, sys
-from dcmif_msgs.msg import FusionStatus
-FusionStatus()
-assert dcmif_msgs.msg.__file__.startswith(sys.argv[1]), dcmif_msgs.msg.__file__
-" "$site" ) >>"$log" 2>&1
+import importlib, sys
+site, name = sys.argv[1], sys.argv[2]
+for kind in sys.argv[3:]:
+    module = importlib.import_module(name + '.' + kind)
+    assert module.__file__.startswith(site), module.__file__
+    first = getattr(module, sorted(n for n in dir(module) if n[:1].isupper() and '_' not in n)[0])
+    getattr(first, 'Request', getattr(first, 'Goal', first))()  # a service's or action's request part
+" "$site" "$name" $kinds ) >>"$log" 2>&1
 }
 mkdir -p "$build"
-if [ -f "$stamp" ] && [ -f "$venv/lib/libdcmif_msgs__rosidl_typesupport_fastrtps_c.so" ] && check_import; then
-  echo "dcmif_msgs: up to date"
+if [ -f "$stamp" ] && [ -f "$venv/lib/lib${name}__rosidl_typesupport_fastrtps_c.so" ] && check_import; then
+  echo "$name: up to date"
   exit 0
 fi
 rm -f "$build"/.built-*
@@ -105,41 +115,9 @@ if [ -f "$build/CMakeCache.txt" ] \
   find "$build" -mindepth 1 -maxdepth 1 ! -name build.log -exec rm -rf {} +
 fi
 
-# The wheels' exported CMake targets (e.g. std_msgs::std_msgs__rosidl_generator_py) carry the include
-# directories of the machine that built them (/opt/python/cp311-cp311/include/python3.11 and
-# .../site-packages/numpy/_core/include), which CMake rejects as non-existent. This file, injected with
-# CMAKE_PROJECT_INCLUDE (so dcmif_msgs/CMakeLists.txt stays a plain colcon package), defers a call to the
-# end of the configure step that rewrites those non-existent paths to this venv's Python and numpy
-# include directories. Paths that exist are left alone; nothing outside the build tree is touched.
-cat > "$build/wheel_include_dirs_fix.cmake" <<'EOF'
-function(_dcmif_fix_wheel_include_dirs)
-  get_property(_targets DIRECTORY "${CMAKE_SOURCE_DIR}" PROPERTY IMPORTED_TARGETS)
-  foreach(_t IN LISTS _targets)
-    get_target_property(_dirs ${_t} INTERFACE_INCLUDE_DIRECTORIES)
-    if(NOT _dirs)
-      continue()
-    endif()
-    set(_new "")
-    set(_changed FALSE)
-    foreach(_d IN LISTS _dirs)
-      if(NOT EXISTS "${_d}" AND _d MATCHES "/include/python3\\.[0-9]+$")
-        set(_d "${DCMIF_PYTHON_INCLUDE_DIR}")
-        set(_changed TRUE)
-      elseif(NOT EXISTS "${_d}" AND _d MATCHES "/numpy/(_core/)?include$")
-        set(_d "${DCMIF_NUMPY_INCLUDE_DIR}")
-        set(_changed TRUE)
-      endif()
-      list(APPEND _new "${_d}")
-    endforeach()
-    if(_changed)
-      list(REMOVE_DUPLICATES _new)
-      set_target_properties(${_t} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_new}")
-      message(STATUS "dcmif: include dirs of ${_t} -> ${_new}")
-    endif()
-  endforeach()
-endfunction()
-cmake_language(DEFER DIRECTORY "${CMAKE_SOURCE_DIR}" CALL _dcmif_fix_wheel_include_dirs)
-EOF
+# The wheels' exported CMake targets carry include directories of the machine that built them;
+# scripts/wheel_include_dirs_fix.cmake (injected with CMAKE_PROJECT_INCLUDE) rewrites them at configure time.
+# test/test_ros_workspace.py passes the same file to colcon.
 
 first_error() {  # the most telling error line of the log, squeezed onto one line
   local line
@@ -161,7 +139,7 @@ cmake -S "$pkg" -B "$build" \
   -DPython3_EXECUTABLE="$py" \
   -DPython3_FIND_VIRTUALENV=ONLY \
   -DBUILD_TESTING=OFF \
-  -DCMAKE_PROJECT_INCLUDE="$build/wheel_include_dirs_fix.cmake" \
+  -DCMAKE_PROJECT_INCLUDE="$fix_include_dirs" \
   -DDCMIF_PYTHON_INCLUDE_DIR="$py_inc" \
   -DDCMIF_NUMPY_INCLUDE_DIR="$np_inc" >>"$log" 2>&1 \
   || fail "cmake configure failed: $(first_error) (see ${log#"$root"/})"
@@ -178,7 +156,7 @@ if [ -f "$build/install_manifest.txt" ]; then
 fi
 cmake --install "$build" >>"$log" 2>&1 \
   || fail "installing the interfaces into $venv failed: $(first_error) (see ${log#"$root"/})"
-check_import || fail "dcmif_msgs was installed but does not import: $(tail -1 "$log") (see ${log#"$root"/})"
+check_import || fail "$name was installed but does not import: $(tail -1 "$log") (see ${log#"$root"/})"
 touch "$stamp"
-n="$(ls "$pkg"/msg/*.msg | wc -l)"
-echo "dcmif_msgs: built and installed into ${venv#"$root"/} ($n message type(s))"
+n="$(interface_files | wc -l)"
+echo "$name: built and installed into ${venv#"$root"/} ($n interface type(s))"

@@ -1,12 +1,15 @@
-"""launch/dcmif.launch.py, config/dcmif.yaml and config/fastdds_shm.xml, checked without launch_ros.
+"""launch/dcmif.launch.py, config/dcmif.yaml and config/fastdds_shm.xml.
 
-launch_ros has no PyPI wheel, so the launch file cannot run here: it is compiled and read with ``ast``.
-The YAML and the docs' parameter table are checked against the node's own parameter declarations, so the
-three cannot drift apart.
+The launch file runs through the launch API as ``ros2 launch`` runs it, up to the process it would start:
+every DeclareLaunchArgument executes (choices checked), and the OpaqueFunction builds the launch_ros Node
+with its real keyword arguments. launch and launch_ros have no PyPI wheels: make setup installs them from
+../shared/ros2, and these tests skip when it is absent. test_ros_workspace.py starts the node through the
+same file from a colcon install. The YAML and the docs' parameter table are checked against the node's own
+parameter declarations, so the three cannot drift apart.
 """
 from __future__ import annotations
 
-import ast
+import importlib.util
 import re
 import xml.etree.ElementTree as ElementTree
 from glob import glob
@@ -15,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dcmif_ros.engine import PROVIDER_CHOICES
+from dcmif_ros.engine import PRECISION_CHOICES, PROVIDER_CHOICES
 from dcmif_ros.prior import parse_prior_spec
 from dcmif_ros.ros.parameters import parameter_specs
 
@@ -28,54 +31,90 @@ EXPECTED_ARGUMENTS = {"namespace", "input_image_topic", "ir_image_topic", "param
                       "prior", "use_sim_time", "autostart", "log_level"}
 FASTDDS_NAMESPACE = "{http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles}"
 SHM_SEGMENT_BYTES = 32 * 1024 * 1024
+GIVEN = {"params_file": str(PARAMS_FILE)}
+"""Its default is found through the ament index, which only a ROS install or a colcon workspace has."""
+
+needs_launch = pytest.mark.skipif(
+    importlib.util.find_spec("launch_ros") is None,
+    reason="launch_ros is not installed: make setup installs it from ../shared/ros2, which is absent")
 
 
-@pytest.fixture(scope="module")
-def launch_tree() -> ast.Module:
+def evaluate(launch_file: Path, arguments: dict[str, str]) -> tuple[list, list]:
+    """(declared arguments, Node actions) of ``launch_file`` run with ``arguments``; starts no process."""
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument
+    from launch.launch_description_sources import get_launch_description_from_python_launch_file
+    from launch_ros.actions import Node
+
+    context = LaunchContext()
+    context.launch_configurations.update(arguments)
+    pending = list(get_launch_description_from_python_launch_file(str(launch_file)).entities)
+    declared, nodes = [], []
+    while pending:
+        entity = pending.pop(0)
+        if isinstance(entity, Node):
+            nodes.append(entity)
+            continue
+        if isinstance(entity, DeclareLaunchArgument):
+            declared.append(entity)
+        pending[:0] = entity.visit(context) or []
+    return declared, nodes
+
+
+def mutated_launch_file(tmp_path: Path, old: str, new: str) -> Path:
     source = LAUNCH_FILE.read_text()
-    compile(source, str(LAUNCH_FILE), "exec")
-    return ast.parse(source)
-
-
-def calls_to(tree: ast.Module, name: str) -> list[ast.Call]:
-    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
-            and getattr(node.func, "id", getattr(node.func, "attr", None)) == name]
-
-
-def module_constants(tree: ast.Module) -> dict:
-    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
-            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
-
-
-def keyword(call: ast.Call, name: str, constants: dict | None = None):
-    """The literal value of ``call``'s keyword ``name``, resolving a module-level constant by name."""
-    value = next(k.value for k in call.keywords if k.arg == name)
-    return constants[value.id] if isinstance(value, ast.Name) else ast.literal_eval(value)
+    assert old in source, f"the launch file no longer contains {old!r}: update this test"
+    path = tmp_path / LAUNCH_FILE.name
+    path.write_text(source.replace(old, new, 1))
+    return path
 
 
 def specs_by_name():
     return {spec.name: spec for spec in parameter_specs()}
 
 
-def test_launch_file_declares_the_documented_arguments(launch_tree):
-    declared = {ast.literal_eval(call.args[0]) for call in calls_to(launch_tree, "DeclareLaunchArgument")}
-    assert declared == EXPECTED_ARGUMENTS
-    for call in calls_to(launch_tree, "DeclareLaunchArgument"):
-        name = ast.literal_eval(call.args[0])
-        assert any(k.arg == "description" for k in call.keywords), f"launch argument {name} has no description"
-    use_sim_time = next(c for c in calls_to(launch_tree, "DeclareLaunchArgument")
-                        if ast.literal_eval(c.args[0]) == "use_sim_time")
-    assert keyword(use_sim_time, "default_value") == "false"
+@needs_launch
+def test_launch_file_declares_the_documented_arguments():
+    declared, _ = evaluate(LAUNCH_FILE, GIVEN)
+    assert {argument.name for argument in declared} == EXPECTED_ARGUMENTS
+    for argument in declared:
+        assert argument.description.strip(), f"launch argument {argument.name} has no description"
+    by_name = {argument.name: argument for argument in declared}
+    assert by_name["use_sim_time"].default_value[0].text == "false"
+    assert set(by_name["provider"].choices) == {"", *PROVIDER_CHOICES}
 
 
-def test_launch_file_starts_the_node_entry_point_with_remapped_inputs(launch_tree):
-    [node] = calls_to(launch_tree, "Node")
-    constants = module_constants(launch_tree)
-    assert (keyword(node, "package", constants), keyword(node, "executable")) == ("dcmif_ros", "dcmif_node")
-    assert "dcmif_node = dcmif_ros.node:main" in (ROOT / "setup.py").read_text()
-    strings = {n.value for n in ast.walk(launch_tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    assert {"image_raw", "image_raw/compressed", "ir_image"} <= strings
+@needs_launch
+def test_launch_file_builds_the_node_entry_point_for_any_valid_arguments():
+    from launch_ros.actions import Node
+
+    for arguments in ({}, {"provider": "cpu", "prior": "none", "model_path": "/tmp/m.onnx", "use_sim_time": "true",
+                           "autostart": "false", "log_level": "debug", "namespace": "cam2"}):
+        _, nodes = evaluate(LAUNCH_FILE, {**GIVEN, **arguments})
+        assert [type(node) for node in nodes] == [Node]
+        assert (nodes[0].node_package, nodes[0].node_executable) == ("dcmif_ros", "dcmif_node")
+    assert "dcmif_node = dcmif_ros.ros.node_main:main" in (ROOT / "setup.py").read_text()
+    constants = {}
+    exec(compile(LAUNCH_FILE.read_text(), str(LAUNCH_FILE), "exec"), constants)
     assert set(constants["OPTIONAL_OVERRIDES"]) <= set(specs_by_name()), "launch overrides unknown parameters"
+
+
+@needs_launch
+def test_launch_file_refuses_a_value_outside_the_choices():
+    with pytest.raises(Exception, match="provider"):
+        evaluate(LAUNCH_FILE, {**GIVEN, "provider": "gpu"})
+
+
+@needs_launch
+@pytest.mark.parametrize("old, new, error", [
+    ("from launch_ros.actions import Node", "from launch_ros.action import Node", ModuleNotFoundError),
+    ("emulate_tty=True", "emulate_ty=True", TypeError),  # a keyword argument Node does not take
+    ('choices=["debug", "info", "warn", "error", "fatal"]', 'choices=["debug", "warn", "error", "fatal"]',
+     RuntimeError),  # the default "info" outside its choices
+])
+def test_a_broken_launch_file_fails_here(tmp_path, old, new, error):
+    with pytest.raises(error):
+        evaluate(mutated_launch_file(tmp_path, old, new), GIVEN)
 
 
 def test_params_file_holds_valid_values_of_declared_parameters():
@@ -87,6 +126,7 @@ def test_params_file_holds_valid_values_of_declared_parameters():
         assert name in specs, f"{name} is not a dcmif_node parameter"
         assert type(value) is type(specs[name].default), f"{name}: {value!r} has the wrong type"
     assert parameters["provider"] in PROVIDER_CHOICES
+    assert parameters["precision"] in PRECISION_CHOICES
     parse_prior_spec(parameters["prior"])
 
 

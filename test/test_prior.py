@@ -148,6 +148,16 @@ def test_minilm_features_follow_sentence_meaning(sentence_encoder):
     assert float(hot @ warm) > float(hot @ unrelated) + 0.3
 
 
+def test_loading_the_text_encoder_draws_no_progress_bar_and_keeps_the_switch(capfd):
+    from transformers.utils import logging as transformers_logging
+
+    assert transformers_logging.is_progress_bar_enabled()
+    SentenceEncoder()
+    captured = capfd.readouterr()
+    assert "Loading weights" not in captured.err + captured.out and "it/s" not in captured.err, captured.err
+    assert transformers_logging.is_progress_bar_enabled(), "other transformers users keep their progress bars"
+
+
 def test_embedded_encoder_rejects_bad_inputs(embedded):
     frame = scene(5)
     with pytest.raises(ValueError, match="uint8"):

@@ -41,10 +41,18 @@ class SentenceEncoder:
 
     def __init__(self) -> None:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
         model_dir = bundled_minilm_dir()
-        self._tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        self._model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
+        # transformers draws a "Loading weights" bar on stderr: noise in a node's log (and under ros2 launch).
+        bars_were_on = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+            self._model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
+        finally:
+            if bars_were_on:
+                transformers_logging.enable_progress_bar()
         if self._model.config.hidden_size != MINILM_FEATURE_DIM:
             raise ValueError(f"{model_dir} is not all-MiniLM-L6-v2 (hidden size {self._model.config.hidden_size})")
 
