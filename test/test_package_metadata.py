@@ -32,6 +32,7 @@ ROSDEP_KEYS = {
     "launch": "launch",
     "launch_ros": "launch_ros",
     "numpy": "python3-numpy",
+    "PIL": "python3-pil",
     "rclpy": "rclpy",
     "skimage": "python3-skimage",
     "tqdm": "python3-tqdm",
@@ -54,7 +55,8 @@ PIP_REQUIREMENTS = "requirements-python.txt"
 # System (non-ROS-package) rosdep keys checked to exist in ros/rosdistro rosdep/python.yaml or base.yaml.
 # rosdep stops at the first unknown key, so a key outside this list (python3-torch-pip, python3-onnx-pip,
 # ament_python as a dependency) breaks `rosdep install` for every user.
-VERIFIED_SYSTEM_KEYS = {"python3-numpy", "python3-opencv", "python3-yaml", "python3-tqdm", "python3-skimage",
+VERIFIED_SYSTEM_KEYS = {"python3-numpy", "python3-opencv", "python3-pil", "python3-yaml", "python3-tqdm",
+                        "python3-skimage",
                         "python3-pytest", "python3-catkin-pkg"}
 # ROS packages released in Jazzy and Kilted (rosdistro distribution.yaml) that the manifests may name.
 RELEASED_ROS_PACKAGES = {"rclpy", "sensor_msgs", "std_msgs", "builtin_interfaces", "diagnostic_msgs",
