@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import onnxruntime
 
+from dcmif_ros.benchmark import cpu_name
 from dcmif_ros.commands.bench import parse_sizes
 from dcmif_ros.engine import load_manifest
 from dcmif_ros.pipeline import default_model_path
@@ -35,16 +35,6 @@ DEFAULT_SIZES = f"{NATIVE},320x240"
 def processing_sizes(text: str) -> list[tuple[int, int] | None]:
     """'native,320x240' → [None, (320, 240)]; None runs the network at the camera's 640x480."""
     return [None if item == NATIVE else parse_sizes(item)[0] for item in text.split(",")]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:

@@ -33,6 +33,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from dcmif_ros.image_codec import encode_bgr8, encode_mono8
 from dcmif_ros.pipeline import FusionPipeline
+from dcmif_ros.processing_resolution import describe as describe_processing
 from dcmif_ros.ros import qos
 from dcmif_ros.ros.conversions import decode_input, describe_input, gate_colormap, image_message
 from dcmif_ros.ros.diagnostics import DiagnosticsPublisher
@@ -130,7 +131,8 @@ class DcmifNode(LifecycleNode):
         if EngineState.of(pipeline).fallback_warning:
             self.get_logger().warning(engine.fallback_warning)
         self.get_logger().info(f"model {engine.model_path} ({engine.precision}) on {engine.providers[0]} "
-                               f"(provider '{config.provider}'), prior '{config.prior}'")
+                               f"(provider '{config.provider}'), network resolution "
+                               f"{describe_processing(config.processing_size)}, prior '{config.prior}'")
         if infrared is not None:
             self.get_logger().info(f"real infrared on '{self.resolve_topic_name(IR_TOPIC)}', fused by "
                                    f"{infrared.engine.model_path}")
