@@ -101,11 +101,14 @@ def describe(summary: dict) -> str:
         f"  camera: {summary['published']} frames at {summary['camera']['rate_hz']:g} Hz "
         f"({summary['camera']['reliability']}), fused images received: {summary['fused_received']}",
         f"  rate: {summary['rate_hz']:.1f} fused frames/s; end-to-end latency (publish -> fused received): "
-        f"median {latency['median_ms']:.1f} ms, p95 {latency['p95_ms']:.1f} ms",
+        f"median {latency['median_ms']:.1f} ms, p95 {latency['p95_ms']:.1f} ms; headers intact: "
+        f"{summary['headers_intact']}",
     ]
     if node:
+        diagnostics = summary.get("node_diagnostics") or {}
         lines.append(f"  node: {node['frames_processed']} processed, {node['frames_dropped']} dropped of "
-                     f"{node['frames_received']} received; {node['execution_provider']}, inference "
+                     f"{node['frames_received']} received; {node['execution_provider']} "
+                     f"{diagnostics.get('precision', '')} at {diagnostics.get('network resolution', '?')}, inference "
                      f"{node['inference_latency_ms']:.1f} ms; prior '{node['prior_backend']}' "
                      f"version {node['prior_version']}")
     return "\n".join(lines)
