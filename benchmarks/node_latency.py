@@ -37,6 +37,16 @@ CONFIGS = {"bare": {}, "int8": {"precision": "int8"},
 CAMERA_QOS = ("reliable", "best_effort")
 
 
+def machine_speed(model: Path) -> dict:
+    """How fast this CPU is right now (load included): the fp32 network alone at the node's 320x240, so runs on
+    other machines or under other load can be compared."""
+    from dcmif_ros.benchmark import BenchmarkSettings, run_benchmark
+
+    [row] = run_benchmark(BenchmarkSettings(model_path=model, sizes=[(320, 240)], provider="cpu", precision="fp32",
+                                            runs=15, compare_torch=False))
+    return {"network_320x240_ms": row["stages"]["infer"], "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
 def goals_met(run: dict) -> dict:
     latency = run["latency_ms"] or {}
     checks = {"fps": run["rate_hz"] >= GOALS["fps_min"],
@@ -61,6 +71,9 @@ def main() -> int:
 
     model = default_model_path()
     manifest = load_manifest(model)
+    calibration = machine_speed(model)
+    print(f"this CPU runs the fp32 network at 320x240 in {calibration['network_320x240_ms']['median']:.0f} ms "
+          "(median, alone)", flush=True)
     runs = []
     for config in args.configs.split(","):
         for reliability in args.camera_qos.split(","):
@@ -81,6 +94,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__},
         "note": args.note,
+        "machine_speed": calibration,
         "model": {"path": str(model), "name": manifest["model"], "trained": manifest["trained"]},
         "camera": {"size": [640, 480], "rate_hz": args.rate, "duration_s": args.duration},
         "goals": GOALS,

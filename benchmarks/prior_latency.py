@@ -47,10 +47,10 @@ def main() -> None:
         pseudo_ir = pipeline.engine.run(frame).pseudo_ir.astype(np.float32) / 255.0
         results = {
             "prior": args.prior, "size": args.size, "processing": args.processing,
-            "network_size": list(pipeline.first_pass_engine.network_size or ()),
             "refresh_ms": summarize(timed(lambda: pipeline.compute_prior(frame), args.runs)),
             "encoder_only_ms": summarize(timed(lambda: pipeline.encoder.encode(frame, pseudo_ir), args.runs)),
         }
+        results["first_pass_network_size"] = list(pipeline.first_pass_engine.network_size)
     print(json.dumps(results, indent=2))
     Path(args.out).write_text(json.dumps({"command": "python benchmarks/prior_latency.py", "results": results},
                                          indent=2) + "\n")
