@@ -159,3 +159,14 @@ def test_dual_graphs_get_an_int8_graph_too(synthetic_dataset, tmp_path):
     engine = FusionEngine(onnx_path, provider="cpu", precision="int8")
     frame = np.full((64, 64, 3), 100, np.uint8)
     assert engine.run_dual(frame, frame[:, :, 0]).fused.shape == frame.shape
+
+
+def test_export_command_calibrates_on_the_folders_it_is_given(synthetic_dataset, tmp_path):
+    from dcmif_ros import cli
+
+    assert cli.main(["export", "--untrained", "--out", str(tmp_path / "none"), "--int8-data"]) == 0
+    assert "no calibration data" in json.loads((tmp_path / "none" / "dcmif_tiny.json").read_text())["int8"]["reason"]
+    assert cli.main(["export", "--untrained", "--out", str(tmp_path / "some"), "--int8-data",
+                     str(synthetic_dataset)]) == 0
+    entry = json.loads((tmp_path / "some" / "dcmif_tiny.json").read_text())["int8"]
+    assert entry["file"] == "dcmif_tiny.int8.onnx" and entry["calibration"]["folders"] == [synthetic_dataset.name]
