@@ -39,6 +39,11 @@ PROVIDER_SHORT_NAMES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionP
                         "CPUExecutionProvider": "cpu"}
 NVIDIA_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
 TENSORRT_CACHE_DIR = Path.home() / ".cache" / "dcmif_ros" / "tensorrt"
+SPIN_CONFIG_KEY = "session.intra_op.allow_spinning"
+"""onnxruntime's intra-op threads spin between operators by default: fastest for a process alone on the CPU (a
+320x240 frame 67 vs 90 ms on 2 cores), but in a ROS graph the spinning takes the cores from the camera, DDS and the
+node's own threads; ``spin_wait=False`` (the node's choice) lets them sleep (benchmarks/results/node_latency_cpu.json:
+in-node inference 92 -> 72 ms, 10.1 -> 13.2 fused frames/s with a best-effort camera)."""
 WARMUP_RUNS = 2
 WARMUP_SIZE = (64, 64)  # (height, width) of the warm-up frame, before padding
 
@@ -214,7 +219,7 @@ class FusionEngine:
 
     def __init__(self, model_path: str | Path, provider: str = "auto", allow_cpu_fallback: bool = True,
                  processing_size: ProcessingSize = None, threads: int | None = None,
-                 precision: str = "auto"):
+                 precision: str = "auto", spin_wait: bool = True):
         import onnxruntime as ort
 
         self.model_path = Path(model_path)
@@ -224,6 +229,7 @@ class FusionEngine:
         self.pad_multiple = int(self.manifest["pad_multiple"])
         self.min_side = int(self.manifest["min_side"])
         self.processing_size = processing_size
+        self.spin_wait = spin_wait
         self.network_size: tuple[int, int] | None = None  # (width, height) of the last frame's network input
         self.film_matrices = self._load_film() if self.kind == KIND_VISIBLE else {}
         requested = resolve_providers(provider, ort.get_available_providers())
@@ -261,6 +267,8 @@ class FusionEngine:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = graph_optimization_level(first_provider)
+        if not self.spin_wait:
+            options.add_session_config_entry(SPIN_CONFIG_KEY, "0")
         if threads:
             options.intra_op_num_threads = threads
         graph_path, chosen = select_graph(self.model_path, self.manifest, precision, first_provider)

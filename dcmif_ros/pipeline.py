@@ -57,6 +57,7 @@ class PipelineConfig:
     threads: int | None = None
     prior_threads: int | None = PRIOR_SESSION_THREADS  # None: the first pass shares the image path's session
     prior_niceness: int = PRIOR_NICENESS
+    spin_wait: bool = True  # onnxruntime threads spin between operators (engine.SPIN_CONFIG_KEY); False in the node
 
 
 class FusionPipeline:
@@ -65,7 +66,7 @@ class FusionPipeline:
         self.engine = FusionEngine(config.model_path or default_model_path(), provider=config.provider,
                                    allow_cpu_fallback=config.allow_cpu_fallback,
                                    processing_size=config.processing_size, threads=config.threads,
-                                   precision=config.precision)
+                                   precision=config.precision, spin_wait=config.spin_wait)
         self.encoder = make_prior_encoder(config.prior)
         self.uses_prior = not getattr(self.encoder, "is_identity", False)
         self.first_pass_engine = self.engine

@@ -177,7 +177,7 @@ class NodeConfig:
             allow_cpu_fallback=self.allow_cpu_fallback,
             processing_size=self.processing_size, prior=self.prior,
             refresh_every_n_frames=refresh_every_n_frames, prior_timeout_s=self.prior_timeout_s,
-            threads=self.inference_threads or None,
+            threads=self.inference_threads or None, spin_wait=False,  # the node shares the CPU with its graph
         )
 
 
