@@ -9,7 +9,7 @@ setup:
 	@bash scripts/setup_env.sh
 
 run: setup
-	@$(BIN)/dcmif demo --out out/demo --processing-size 320x240
+	@$(BIN)/dcmif demo --out out/demo
 
 test: setup
 	@$(BIN)/python -m pytest -q test

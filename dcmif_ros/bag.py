@@ -342,6 +342,7 @@ class _Replay:
         frame_index = self.frames_fused - 1
         prior_source_ns = self.fused_at_ns[max(prior.frame_index, 0)]
         status = self.typestore.types[STATUS_TYPE]
+        network_width, network_height = self.pipeline.engine.network_size or (0, 0)
         return status(
             header=self._header(self._time(*divmod(timestamp, NANOSECONDS_PER_SECOND)), input_header.frame_id),
             level=status.LEVEL_WARN if degraded else status.LEVEL_OK,
@@ -362,6 +363,9 @@ class _Replay:
             prior_age_frames=prior.age_frames(frame_index),
             prior_backend=self.pipeline.prior_name,
             last_error=self.last_error,
+            precision=self.pipeline.engine.precision,
+            processing_width=network_width,
+            processing_height=network_height,
         )
 
     def _write(self, connection: Connection, timestamp: int, message: object) -> None:

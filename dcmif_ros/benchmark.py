@@ -25,6 +25,17 @@ class BenchmarkSettings:
     prior: str = "none"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what platform reports: timings are only comparable on the same one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def summarize(samples_ms: list[float]) -> dict[str, float]:
     values = np.asarray(samples_ms)
     return {"median": round(float(np.median(values)), 3), "p95": round(float(np.percentile(values, 95)), 3),

@@ -24,7 +24,7 @@ from dcmif_ros.models.jsrl import JSRL, REN
 from dcmif_ros.models.lrcfuse import LRCFuse, LRCFuseConfig
 from dcmif_ros.training.loop import TrainConfig
 from dcmif_ros.training.losses import with_overrides
-from dcmif_ros.training.lrcfuse_stage import fusion_validation
+from dcmif_ros.training.fusion_validation import fusion_validation
 from dcmif_ros.training.stages import AFRIWeights, afri_losses, jsrl_from_output, load_stage_output
 
 CHECKPOINT_FORMAT = "dcmif-dual-checkpoint/1"

@@ -22,9 +22,14 @@ import numpy as np
 
 from dcmif_ros.export import KIND_DUAL, KIND_VISIBLE, KINDS, MANIFEST_FORMAT, sha256
 from dcmif_ros.image_codec import to_uint8
+from dcmif_ros.processing_resolution import ProcessingSize, network_size
 
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
-PRECISION_CHOICES = ("auto", "fp32", "fp16")  # auto: the fp16 graph on the CUDA provider (TensorRT does its own)
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
+"""auto: the fp16 graph on the CUDA provider (TensorRT builds its own), the int8 graph on the CPU provider where its
+export found it faster and within ``quantize``'s error bounds (manifest ``int8.auto``), fp32 otherwise."""
+INT8_PROVIDERS = ("CPUExecutionProvider",)
+"""Providers whose int8 (QLinearConv) kernels the int8 graphs were measured with; CUDA has none."""
 PROVIDER_CHAINS = {
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -40,6 +45,12 @@ MANIFEST_KEYS = {
                    "prior_feature_dim", "film_file", "film_sha256"),
 }
 """What the engine and the pipeline read from a manifest of each kind."""
+
+SPIN_CONFIG_KEY = "session.intra_op.allow_spinning"
+"""onnxruntime's intra-op threads spin between operators by default: fastest for a process alone on the CPU (a
+320x240 frame 67 vs 90 ms on 2 cores), but in a ROS graph the spinning takes the cores from the camera, DDS and the
+node's own threads; ``spin_wait=False`` (the node's choice) lets them sleep (benchmarks/results/node_latency_cpu.json:
+in-node inference 92 -> 72 ms, 10.1 -> 13.2 fused frames/s with a best-effort camera)."""
 WARMUP_RUNS = 2
 WARMUP_SIZE = (64, 64)  # (height, width) of the warm-up frame, before padding
 
@@ -131,25 +142,43 @@ def verified_beside(model_path: Path, file_name: str, expected_sha256: str, what
 
 
 def graph_precision(manifest: dict, precision: str, first_provider: str) -> str:
-    """fp32 or fp16 for ``precision`` (auto: fp16 on CUDA, where the export found it within tolerance)."""
+    """fp32, fp16 or int8 for ``precision`` (auto: see ``PRECISION_CHOICES``)."""
     if precision not in PRECISION_CHOICES:
         raise EngineError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}")
     if precision != "auto":
         return precision
-    has_fp16 = bool((manifest.get("fp16") or {}).get("file"))
-    return "fp16" if first_provider == "CUDAExecutionProvider" and has_fp16 else "fp32"
+    if first_provider == "CUDAExecutionProvider" and (manifest.get("fp16") or {}).get("file"):
+        return "fp16"
+    int8 = manifest.get("int8") or {}
+    if first_provider == "CPUExecutionProvider" and int8.get("file") and int8.get("auto"):
+        return "int8"
+    return "fp32"
 
 
 def select_graph(model_path: Path, manifest: dict, precision: str, first_provider: str) -> tuple[Path, str]:
-    """The graph file to load and its precision: the fp32 export, or the fp16 one beside it."""
+    """The graph file to load and its precision: the fp32 export, or the fp16 or int8 one beside it."""
     precision = graph_precision(manifest, precision, first_provider)
     if precision == "fp32":
         return model_path, precision
-    entry = manifest.get("fp16") or {}
+    entry = manifest.get(precision) or {}
     if not entry.get("file"):
-        why = entry.get("reason", "exported before fp16 graphs existed")
-        raise EngineError(f"{model_path.with_suffix('.json')} has no fp16 graph ({why}); use precision fp32")
-    return verified_beside(model_path, entry["file"], entry["sha256"], "fp16 graph"), precision
+        why = entry.get("reason", f"exported before {precision} graphs existed")
+        raise EngineError(f"{model_path.with_suffix('.json')} has no {precision} graph ({why}); use precision fp32 "
+                          f"or re-export the model (dcmif export)")
+    return verified_beside(model_path, entry["file"], entry["sha256"], f"{precision} graph"), precision
+
+
+def int8_providers(provider: str, requested: list[str], allow_cpu_fallback: bool) -> tuple[list[str], str | None]:
+    """The provider chain for an explicit int8 graph, and the fallback to report if it had to change: a chain
+    that starts on a provider without int8 kernels is replaced by the CPU when allowed, else refused."""
+    if requested[0] in INT8_PROVIDERS:
+        return requested, None
+    message = (f"precision int8: {requested[0]} (provider {provider!r}) has no int8 kernels for this graph; "
+               f"the int8 graph runs on CPUExecutionProvider")
+    if not allow_cpu_fallback:
+        raise EngineError(f"precision int8 needs provider cpu: {requested[0]} (provider {provider!r}) has no int8 "
+                          "kernels and allow_cpu_fallback is false; use precision auto, fp16 or fp32 on the GPU")
+    return PROVIDER_CHAINS["cpu"], message
 
 
 def provider_options(providers: list[str]) -> list[tuple[str, dict]]:
@@ -196,12 +225,13 @@ def graph_optimization_level(first_provider: str):
 
 
 class FusionEngine:
-    """Runs the exported DCMIF graph. ``processing_size`` (width, height) runs the network at that resolution
-    and transfers the thermal change back to the full-resolution luminance."""
+    """Runs the exported DCMIF graph. ``processing_size`` (width, height), or ``"auto"`` (see
+    ``dcmif_ros.processing_resolution``), runs the network at that resolution and transfers the thermal change
+    back to the full-resolution luminance; ``network_size`` is the one the last frame ran at."""
 
     def __init__(self, model_path: str | Path, provider: str = "auto", allow_cpu_fallback: bool = True,
-                 processing_size: tuple[int, int] | None = None, threads: int | None = None,
-                 precision: str = "auto"):
+                 processing_size: ProcessingSize = None, threads: int | None = None,
+                 precision: str = "auto", spin_wait: bool = True):
         import onnxruntime as ort
 
         self.model_path = Path(model_path)
@@ -211,8 +241,13 @@ class FusionEngine:
         self.pad_multiple = int(self.manifest["pad_multiple"])
         self.min_side = int(self.manifest["min_side"])
         self.processing_size = processing_size
+        self.spin_wait = spin_wait
+        self.network_size: tuple[int, int] | None = None  # (width, height) of the last frame's network input
         self.film_matrices = self._load_film() if self.kind == KIND_VISIBLE else {}
         requested = resolve_providers(provider, ort.get_available_providers())
+        precision_fallback = None
+        if precision == "int8":
+            requested, precision_fallback = int8_providers(provider, requested, allow_cpu_fallback)
         self.session, self.precision = self._open_session(requested, requested[0], precision, threads)
         settled = self.session.get_providers()[0]
         if settled != requested[0] and (self._choices(settled, precision) != self._choices(requested[0], precision)):
@@ -227,11 +262,12 @@ class FusionEngine:
                 raise EngineError(message + " and allow_cpu_fallback is false")
             self.fallback_warning = message
         else:
-            self.fallback_warning = None
+            self.fallback_warning = precision_fallback
         self.device = "cuda" if self.provider in ("cuda", "tensorrt") else "cpu"
         self.identity_gamma = np.ones((1, self.atoms), np.float32)
         self.identity_beta = np.zeros((1, self.atoms), np.float32)
         self.warm_up()
+        self.network_size = None
 
     def _choices(self, first_provider: str, precision: str) -> tuple:
         return graph_precision(self.manifest, precision, first_provider), graph_optimization_level(first_provider)
@@ -243,6 +279,8 @@ class FusionEngine:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = graph_optimization_level(first_provider)
+        if not self.spin_wait:
+            options.add_session_config_entry(SPIN_CONFIG_KEY, "0")
         if threads:
             options.intra_op_num_threads = threads
         graph_path, chosen = select_graph(self.model_path, self.manifest, precision, first_provider)
@@ -341,10 +379,13 @@ class FusionEngine:
         luminance = ycrcb[:, :, 0].astype(np.float32) * (1.0 / 255.0)
         network_input = luminance
         network_ir = None if infrared is None else infrared.astype(np.float32) * (1.0 / 255.0)
-        if self.processing_size is not None and tuple(self.processing_size) != (frame.shape[1], frame.shape[0]):
-            network_input = cv2.resize(luminance, tuple(self.processing_size), interpolation=cv2.INTER_AREA)
+        size = network_size(self.processing_size, frame.shape[1], frame.shape[0], self.provider, self.pad_multiple,
+                            self.min_side)
+        if size != (frame.shape[1], frame.shape[0]):
+            network_input = cv2.resize(luminance, size, interpolation=cv2.INTER_AREA)
             if network_ir is not None:
-                network_ir = cv2.resize(network_ir, tuple(self.processing_size), interpolation=cv2.INTER_AREA)
+                network_ir = cv2.resize(network_ir, size, interpolation=cv2.INTER_AREA)
+        self.network_size = size
         t1 = time.perf_counter()
         fused, pseudo_ir, gate = infer(network_input, network_ir)
         t2 = time.perf_counter()

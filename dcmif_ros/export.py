@@ -3,7 +3,8 @@
 Files written for ``<name>``: ``<name>.onnx`` (Y, γ, β → fused Y, pseudo-IR, gate), ``<name>.film.npz`` (Φγ, Φβ
 as plain matrices, so the runtime needs no torch) and ``<name>.json`` (what the engine checks before use).
 
-Beside each graph goes ``<name>.fp16.onnx`` (fp16 weights and arithmetic, fp32 inputs and outputs, for the CUDA
+Beside each graph go ``<name>.int8.onnx`` (statically quantised for the CPU provider, ``dcmif_ros.quantize``;
+the manifest's ``int8`` entry holds its parity, speed and kernels) and ``<name>.fp16.onnx`` (fp16 weights and arithmetic, fp32 inputs and outputs, for the CUDA
 provider) when it matches the fp32 graph within ``FP16_TOLERANCE`` on probe frames; the manifest's ``fp16`` entry
 records the file, its hash and the error measured, or why there is no such file.
 
@@ -23,6 +24,7 @@ import torch
 
 from dcmif_ros.checkpoint import DCMIFBundle
 from dcmif_ros.models.jsrl import REN, frozen_encoders
+from dcmif_ros.quantize import int8_entry
 
 OPSET = 17
 FORBIDDEN_OPS = {"DFT", "STFT"}
@@ -156,8 +158,9 @@ def solve_truncations(net: torch.nn.Module) -> dict:
 
 
 def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: str | Path | None = None,
-                  trained: bool = True) -> Path:
-    """Write the ONNX graph, FiLM matrices and manifest; returns the ONNX path."""
+                  trained: bool = True, int8_data: list[Path] | None = None) -> Path:
+    """Write the ONNX graph, FiLM matrices and manifest; returns the ONNX path. ``int8_data``: folders to
+    calibrate the int8 graph on (default: ``quantize.default_data_roots()``; [] writes none)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     net, config = bundle.net.eval(), bundle.net.config
@@ -172,6 +175,7 @@ def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: s
                                onnx_path, source, trained, bundle.metadata)
     manifest |= {
         "fp16": fp16_entry(onnx_path, film_probes(config.atoms)),
+        "int8": int8_entry(onnx_path, film_probes(config.atoms), config.pad_multiple, int8_data),
         "atoms": config.atoms,
         "kernel_size": config.kernel_size,
         "prior_encoder_id": bundle.prior_encoder_id,
@@ -184,8 +188,10 @@ def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: s
 
 
 def export_dual(net: torch.nn.Module, out_dir: str | Path, name: str, architecture: str,
-                source: str | Path | None = None, trained: bool = True, metadata: dict | None = None) -> Path:
-    """Write ``<name>.onnx`` and ``<name>.json`` for a dual-modal model ``(Y, IR) → fused[, gate]``."""
+                source: str | Path | None = None, trained: bool = True, metadata: dict | None = None,
+                int8_data: list[Path] | None = None) -> Path:
+    """Write ``<name>.onnx`` and ``<name>.json`` for a dual-modal model ``(Y, IR) → fused[, gate]`` (``int8_data``
+    as for ``export_bundle``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     net, config = net.eval(), net.config
@@ -199,5 +205,6 @@ def export_dual(net: torch.nn.Module, out_dir: str | Path, name: str, architectu
     manifest = common_manifest(KIND_DUAL, f"{architecture}-{config.name}", config, net, DUAL_INPUT_NAMES, outputs,
                                onnx_path, source, trained, metadata or {})
     manifest["fp16"] = fp16_entry(onnx_path, [{}])
+    manifest["int8"] = int8_entry(onnx_path, [{}], config.pad_multiple, int8_data)
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return onnx_path

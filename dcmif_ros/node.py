@@ -38,6 +38,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from dcmif_ros.bounded_text import clip
 from dcmif_ros.image_codec import encode_bgr8, encode_mono8
 from dcmif_ros.pipeline import FusionPipeline
+from dcmif_ros.processing_resolution import describe as describe_processing
 from dcmif_ros.ros import qos
 from dcmif_ros.ros.conversions import decode_input, describe_input, gate_colormap, image_message
 from dcmif_ros.ros.diagnostics import DiagnosticsPublisher
@@ -152,10 +153,9 @@ class DcmifNode(LifecycleNode):
         engine = pipeline.engine
         if EngineState.of(pipeline).fallback_warning:
             self.get_logger().warning(engine.fallback_warning)
-        size = config.processing_size
         self.get_logger().info(f"activated: {engine.model_path.name} ({engine.precision}) on {engine.providers[0]} "
-                               f"(provider '{config.provider}'), network at "
-                               f"{f'{size[0]}x{size[1]}' if size else 'the camera resolution'}, prior '{config.prior}'")
+                               f"(provider '{config.provider}'), network resolution "
+                               f"{describe_processing(config.processing_size)}, prior '{config.prior}'")
         if infrared is not None:
             self.get_logger().info(f"real infrared on '{self.resolve_topic_name(IR_TOPIC)}', fused by "
                                    f"{infrared.engine.model_path}")

@@ -16,6 +16,7 @@ import numpy as np
 from dcmif_ros.engine import EngineError, FusionEngine, FusionResult
 from dcmif_ros.export import KIND_VISIBLE
 from dcmif_ros.prior import Prior, PriorRefresher, RefreshConfig, check_compatible, make_prior_encoder
+from dcmif_ros.prior.refresher import PRIOR_NICENESS
 from dcmif_ros.resources import packaged_file
 
 DEFAULT_MODEL_NAME = "dcmif_tiny.onnx"
@@ -29,6 +30,10 @@ def default_model_path(name: str = DEFAULT_MODEL_NAME) -> Path:
 
 
 PRIOR_TORCH_THREADS = 1
+PRIOR_SESSION_THREADS = 1
+"""Intra-op threads of the first pass's own onnxruntime session (``PipelineConfig.prior_threads``): one runs it on
+the refresher's thread, which the refresher runs at a lower priority, so the image path's session keeps its
+threads (benchmarks/refresh_jitter.py measures the frame-time jitter with and without)."""
 
 
 def limit_torch_threads() -> None:
@@ -51,6 +56,9 @@ class PipelineConfig:
     prior_timeout_s: float = 30.0
     synchronous_prior: bool = False
     threads: int | None = None
+    prior_threads: int | None = PRIOR_SESSION_THREADS  # None: the first pass shares the image path's session
+    prior_niceness: int = PRIOR_NICENESS
+    spin_wait: bool = True  # onnxruntime threads spin between operators (engine.SPIN_CONFIG_KEY); False in the node
 
 
 class FusionPipeline:
@@ -59,7 +67,7 @@ class FusionPipeline:
         self.engine = FusionEngine(config.model_path or default_model_path(), provider=config.provider,
                                    allow_cpu_fallback=config.allow_cpu_fallback,
                                    processing_size=config.processing_size, threads=config.threads,
-                                   precision=config.precision)
+                                   precision=config.precision, spin_wait=config.spin_wait)
         if self.engine.kind != KIND_VISIBLE:
             raise EngineError(f"{self.engine.model_path} is a {self.engine.kind}-modal model (visible + real "
                               "infrared); this pipeline infers the infrared and needs a visible model such as "
@@ -67,13 +75,22 @@ class FusionPipeline:
                               "dual_model_path)")
         self.encoder = make_prior_encoder(config.prior)
         self.uses_prior = not getattr(self.encoder, "is_identity", False)
+        self.first_pass_engine = self.engine
         if self.uses_prior:
             limit_torch_threads()
             check_compatible(self.encoder, self.engine.manifest["prior_encoder_id"],
                              int(self.engine.manifest["prior_feature_dim"]))
+            if config.prior_threads and not config.synchronous_prior:
+                # the same graph and provider in a session of its own, so a refresh never takes the image
+                # path's intra-op threads (offline runs refresh inline and need no second session)
+                self.first_pass_engine = FusionEngine(
+                    self.engine.model_path, provider=self.engine.provider,
+                    allow_cpu_fallback=config.allow_cpu_fallback, processing_size=config.processing_size,
+                    threads=config.prior_threads, precision=self.engine.precision)
         self.refresher = PriorRefresher(
             self.compute_prior,
-            RefreshConfig(config.refresh_every_n_frames, config.prior_timeout_s, config.synchronous_prior),
+            RefreshConfig(config.refresh_every_n_frames, config.prior_timeout_s, config.synchronous_prior,
+                          config.prior_niceness),
             Prior.identity(self.engine.atoms),
         )
         if self.uses_prior:
@@ -85,7 +102,7 @@ class FusionPipeline:
 
     def compute_prior(self, frame: np.ndarray) -> Prior:
         """First-pass pseudo-IR → backend review → (γ, β). Runs in the refresher's thread when live."""
-        first_pass = self.engine.run(frame)
+        first_pass = self.first_pass_engine.run(frame)
         pseudo_ir = first_pass.pseudo_ir.astype(np.float32) * (1.0 / 255.0)
         review = self.encoder.encode(frame, pseudo_ir)
         gamma, beta = self.engine.film_from_features(review.features)

@@ -50,11 +50,13 @@ def random_tiny_bundle():
 
 
 @pytest.fixture(scope="session")
-def random_tiny_onnx(random_tiny_bundle, tmp_path_factory) -> Path:
-    """The random tiny network exported to ONNX (+ FiLM heads and manifest) in a temporary folder."""
+def random_tiny_onnx(random_tiny_bundle, synthetic_dataset, tmp_path_factory) -> Path:
+    """The random tiny network exported to ONNX (+ FiLM heads, fp16 and int8 graphs, manifest) in a temporary
+    folder; int8 calibrated on the synthetic pairs, so it exists without ../shared/data."""
     from dcmif_ros.export import export_bundle
 
-    return export_bundle(random_tiny_bundle, tmp_path_factory.mktemp("model"), "dcmif_random", trained=False)
+    return export_bundle(random_tiny_bundle, tmp_path_factory.mktemp("model"), "dcmif_random", trained=False,
+                         int8_data=[synthetic_dataset])
 
 
 @pytest.fixture

@@ -164,6 +164,7 @@ def test_status_reports_counts_model_and_bag_time(tmp_path, config, random_tiny_
         assert status.fusion_mode == status.FUSION_MODE_VIS_ONLY
         assert status.model_name == random_tiny_onnx.stem
         assert status.execution_provider == "CPUExecutionProvider"
+        assert (status.precision, status.processing_height, status.processing_width) == ("fp32", *SHAPE)
         assert status.prior_backend == "none" and status.prior_version == 0
         assert status.prior_age_s == pytest.approx(index * FRAME_PERIOD_NS / 1e9)
         assert status.inference_latency_ms > 0 and status.inference_latency_p95_ms > 0

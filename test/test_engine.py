@@ -248,3 +248,19 @@ def test_the_visible_pipeline_refuses_a_dual_modal_model_by_name(name, prior):
     model = default_model_path(name)
     with pytest.raises(EngineError, match=rf"{name} is a dual-modal model .*needs a visible model"):
         FusionPipeline(PipelineConfig(model_path=model, provider="cpu", prior=prior))
+
+
+def test_the_node_lets_onnxruntime_threads_sleep_between_operators(random_tiny_onnx):
+    """Spinning suits a process alone on the CPU; in a ROS graph it takes the cores from the camera and DDS."""
+    from pathlib import Path
+
+    from dcmif_ros.engine import SPIN_CONFIG_KEY
+    from dcmif_ros.ros.parameters import NodeConfig
+
+    sleeping = FusionEngine(random_tiny_onnx, provider="cpu", spin_wait=False)
+    assert sleeping.session.get_session_options().get_session_config_entry(SPIN_CONFIG_KEY) == "0"
+    spinning = FusionEngine(random_tiny_onnx, provider="cpu")  # offline tools keep onnxruntime's default
+    with pytest.raises(RuntimeError):  # onnxruntime: no such entry set
+        spinning.session.get_session_options().get_session_config_entry(SPIN_CONFIG_KEY)
+    node = NodeConfig(Path(random_tiny_onnx), "cpu", "auto", True, 0, "auto", "none", 30.0, False, 1.0)
+    assert node.pipeline_config(30).spin_wait is False

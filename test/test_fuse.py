@@ -169,3 +169,18 @@ def test_fuse_leaves_no_empty_output_when_nothing_could_be_fused(tmp_path, rando
     assert cli.main(["fuse", str(broken), "--out", str(out), "--save-gate", *model_args(random_tiny_onnx)]) == 1
     assert not (tmp_path / "new").exists(), "folders made for outputs that never came are removed"
     assert f"{out} not written" in capsys.readouterr().out
+
+
+def test_a_live_prior_runs_its_first_pass_in_a_one_thread_session_of_its_own(random_tiny_onnx):
+    """So a refresh never takes the image path's intra-op threads; offline (synchronous) runs need none."""
+    from dcmif_ros.pipeline import PRIOR_SESSION_THREADS
+
+    live = PipelineConfig(model_path=random_tiny_onnx, provider="cpu", prior="embedded", synchronous_prior=False)
+    with FusionPipeline(live) as pipeline:
+        own = pipeline.first_pass_engine
+        assert own is not pipeline.engine and own.model_path == pipeline.engine.model_path
+        assert own.session.get_session_options().intra_op_num_threads == PRIOR_SESSION_THREADS
+        assert pipeline.compute_prior(np.full((48, 64, 3), 90, np.uint8)).gamma.shape == (pipeline.engine.atoms,)
+    offline = PipelineConfig(model_path=random_tiny_onnx, provider="cpu", prior="embedded", synchronous_prior=True)
+    with FusionPipeline(offline) as pipeline:
+        assert pipeline.first_pass_engine is pipeline.engine

@@ -59,6 +59,9 @@ EXPECTED_FIELDS = {
     "prior_age_frames": "uint64",
     "prior_backend": "string",
     "last_error": "string",
+    "precision": "string",
+    "processing_width": "uint32",
+    "processing_height": "uint32",
 }
 
 # Known values for every field, chosen at the edges of their types (uint64 max, full-precision
@@ -83,6 +86,9 @@ VALUES = {
     "prior_age_frames": 17,
     "prior_backend": "minilm",
     "last_error": "CUDA out of memory: fell back to CPU (Ω, ü, 測試)",
+    "precision": "int8",
+    "processing_width": 2**32 - 1,
+    "processing_height": 240,
 }
 
 

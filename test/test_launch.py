@@ -130,6 +130,20 @@ def test_params_file_holds_valid_values_of_declared_parameters():
     parse_prior_spec(parameters["prior"])
 
 
+def test_params_file_and_demo_run_the_node_defaults():
+    """The real-time configuration is the node's own: the YAML, launch (which loads it) and ``make run``'s demo
+    change nothing, so a bare ``dcmif_node`` runs as the documented set-up does."""
+    from dcmif_ros.cli import build_parser
+    from dcmif_ros.commands.demo import node_parameters
+
+    specs = specs_by_name()
+    parameters = yaml.safe_load(PARAMS_FILE.read_text())["/**"]["ros__parameters"]
+    assert {name: value for name, value in parameters.items() if value != specs[name].default} == {}
+    demo = node_parameters(build_parser().parse_args(["demo"]), ROOT / "models" / "dcmif_tiny.onnx")
+    assert {name: value for name, value in demo.items() if name != "model_path" and value != specs[name].default} == {}
+    assert "--processing-size" not in re.search(r"^run:.*\n\t(.*)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+
+
 def test_fastdds_profile_gives_shared_memory_a_32_mb_segment():
     root = ElementTree.parse(PROFILE_FILE).getroot()
     shm = [d for d in root.iter(f"{FASTDDS_NAMESPACE}transport_descriptor")

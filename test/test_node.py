@@ -209,7 +209,12 @@ def test_status_and_diagnostics_are_quiet_and_slow_when_all_is_well(make_graph):
     assert wait_until(lambda: any(s.name == ours for d in diagnostics for s in d.status))
     entry = [s for d in diagnostics for s in d.status if s.name == ours][-1]
     assert entry.level == DiagnosticStatus.OK and entry.hardware_id == "onnxruntime CPUExecutionProvider"
-    assert {kv.key: kv.value for kv in entry.values}["frames processed"] == "3"
+    values = {kv.key: kv.value for kv in entry.values}
+    assert values["frames processed"] == "3"
+    # the defaults in force: auto resolution (a 64x48 frame runs at its own size), the fp32 graph on the CPU
+    assert (status.precision, status.processing_width, status.processing_height) == ("fp32", 64, 48)
+    assert (values["precision"], values["network resolution"], values["processing size parameter"]) == \
+        ("fp32", "64x48", "auto")
     assert not graph.node_log_levels() & {Log.WARN, Log.ERROR, Log.FATAL}
     count, window_s = len(statuses), 1.0
     time.sleep(window_s)

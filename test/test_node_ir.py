@@ -30,7 +30,7 @@ def random_dual_onnx(tmp_path_factory):
     net = DualDCMIF(get_config("tiny"))
     with torch.no_grad():
         net.dictionary.normal_(0.0, 0.1)
-    return export_dual(net, tmp_path_factory.mktemp("dual"), "dual_random", DUAL_DCMIF, trained=False)
+    return export_dual(net, tmp_path_factory.mktemp("dual"), "dual_random", DUAL_DCMIF, trained=False, int8_data=[])
 
 
 class ThermalGraph:

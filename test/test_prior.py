@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import re
 import threading
 import time
@@ -586,3 +587,23 @@ def test_refresher_restarts_after_stop(embedded):
         assert refresher.wait_idle(timeout_s=10.0)
         assert refresher.stop(timeout_s=10.0) and not refresher_threads()
     assert refresher.current.version == 2 and refresher.current.frame_index == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread niceness is a POSIX (Linux) feature")
+def test_the_refresh_thread_runs_at_a_lower_priority_and_synchronous_refreshes_do_not():
+    """The image path must win the CPU from a refresh; an inline (offline) refresh must not slow its caller."""
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[int] = []
+
+    def compute(frame: np.ndarray) -> Prior:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return Prior.identity(NUM_ATOMS)
+
+    with PriorRefresher(compute, RefreshConfig(every_n_frames=1, worker_niceness=5), Prior.identity(NUM_ATOMS)) as live:
+        live.notify_frame(scene(1))
+        assert live.wait_idle(5.0)
+    inline = PriorRefresher(compute, RefreshConfig(every_n_frames=1, synchronous=True, worker_niceness=5),
+                            Prior.identity(NUM_ATOMS))
+    inline.notify_frame(scene(2))
+    assert seen == [min(base + 5, 19), base]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base

@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser, DEFAULT_REFRESH_EVERY,
                         f"refresh the prior every N processed frames (default: {DEFAULT_REFRESH_EVERY})")
     parser.add_argument("--processing-size", type=parse_sizes, metavar="WxH",
-                        help="run the network at this size (outputs keep the camera's 640x480)")
+                        help="run the network at this size (outputs keep the camera's 640x480); default: the "
+                             "node's own, auto (about 320x240 on the CPU, the camera's size on a GPU)")
     parser.add_argument("--rate", type=positive_number, default=15.0, help="camera frames per second (default: 15)")
     parser.add_argument("--duration", type=positive_number, default=10.0,
                         help="seconds of video once the node is ready (default: 10)")
@@ -63,11 +64,7 @@ def run(args: argparse.Namespace) -> int:
     model = (args.model or default_model_path()).resolve()
     if not model.is_file():
         raise FileNotFoundError(f"model {model} not found: export a model there or pass --model")
-    parameters = {"model_path": str(model), "provider": args.provider, "precision": args.precision,
-                  "prior": args.prior,
-                  "refresh_every_n_frames": args.refresh_every}
-    if args.processing_size:
-        parameters["processing_width"], parameters["processing_height"] = args.processing_size[0]
+    parameters = node_parameters(args, model)
     print(f"dcmif demo: starting dcmif_node ({model.name}, provider {args.provider}, prior {args.prior}); "
           f"its log: {args.out / 'dcmif_node.log'}", flush=True)
     result = run_live(LiveRunConfig(out_dir=args.out, node_parameters=parameters, rate_hz=args.rate,
@@ -89,17 +86,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def node_parameters(args: argparse.Namespace, model: Path) -> dict:
+    """The node's parameters for the demo's options (their defaults are the node's own)."""
+    parameters = {"model_path": str(model), "provider": args.provider, "precision": args.precision,
+                  "prior": args.prior, "refresh_every_n_frames": args.refresh_every}
+    if args.processing_size:
+        parameters["processing_width"], parameters["processing_height"] = args.processing_size[0]
+    return parameters
+
+
 def describe(summary: dict) -> str:
     latency, node = summary["latency_ms"], summary["node"] or {}
     lines = [
         f"  camera: {summary['published']} frames at {summary['camera']['rate_hz']:g} Hz "
         f"({summary['camera']['reliability']}), fused images received: {summary['fused_received']}",
         f"  rate: {summary['rate_hz']:.1f} fused frames/s; end-to-end latency (publish -> fused received): "
-        f"median {latency['median_ms']:.1f} ms, p95 {latency['p95_ms']:.1f} ms",
+        f"median {latency['median_ms']:.1f} ms, p95 {latency['p95_ms']:.1f} ms; headers intact: "
+        f"{summary['headers_intact']}",
     ]
     if node:
+        diagnostics = summary.get("node_diagnostics") or {}
         lines.append(f"  node: {node['frames_processed']} processed, {node['frames_dropped']} dropped of "
-                     f"{node['frames_received']} received; {node['execution_provider']}, inference "
+                     f"{node['frames_received']} received; {node['execution_provider']} "
+                     f"{diagnostics.get('precision', '')} at {diagnostics.get('network resolution', '?')}, inference "
                      f"{node['inference_latency_ms']:.1f} ms; prior '{node['prior_backend']}' "
                      f"version {node['prior_version']}")
     return "\n".join(lines)

@@ -42,8 +42,9 @@ def add_provider_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", default="auto",
                         help="onnxruntime execution provider: auto, tensorrt, cuda or cpu (default: %(default)s)")
     parser.add_argument("--precision", default="auto",
-                        help="graph precision: auto (the exported fp16 graph on CUDA, fp32 elsewhere), fp32 or "
-                             "fp16 (default: %(default)s)")
+                        help="graph precision: auto (the exported fp16 graph on CUDA, the int8 graph on the CPU "
+                             "where its export found it faster and accurate, else fp32), fp32, fp16 or int8 "
+                             "(default: %(default)s)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, refresh_default: int | None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ LOG = logging.getLogger(__name__)
 
 #: Name of the worker thread, so it can be told apart in thread dumps.
 WORKER_THREAD_NAME = "dcmif-prior-refresher"
+
+#: How much nicer (lower priority, Linux ``setpriority`` per thread) the refresh thread runs than the image path:
+#: a refresh may take a few hundred ms of CPU, the image path must not wait for it on a saturated CPU.
+PRIOR_NICENESS = 10
 
 #: Makes a prior (γ, β, source text) from a visible BGR frame; the refresher stamps version and timing.
 ComputePrior = Callable[[np.ndarray], Prior]
@@ -49,6 +54,7 @@ class RefreshConfig:
     every_n_frames: int
     timeout_s: float = math.inf
     synchronous: bool = False
+    worker_niceness: int = 0  # added to the worker thread's niceness (0: same priority as the caller)
 
     def __post_init__(self) -> None:
         if self.every_n_frames < 1:
@@ -202,6 +208,8 @@ class PriorRefresher:
         self.stop()
 
     def _serve(self) -> None:
+        if self._config.worker_niceness:
+            lower_thread_priority(self._config.worker_niceness)
         while (request := self._take_request()) is not None:
             try:
                 self._refresh(request)
@@ -262,3 +270,13 @@ class PriorRefresher:
                 self._counters.timed_out += 1
             else:
                 self._counters.failed += 1
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's niceness by ``niceness`` (Linux: per thread); elsewhere, or if refused, a
+    logged no-op, since it only changes how the thread shares the CPU."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + niceness)
+    except (AttributeError, OSError) as exc:
+        LOG.info("prior refresher: thread priority unchanged (%s)", exc)

@@ -44,6 +44,8 @@ def diagnostic_status(report: NodeReport, health: Health, node_name: str) -> Dia
         "model": report.engine.model_name,
         "execution provider": report.engine.provider,
         "precision": report.engine.precision,
+        "network resolution": _size(report.engine.network_size),
+        "processing size parameter": report.engine.processing,
         "prior backend": prior.backend,
         "prior version": prior.version,
         "prior age (s)": _number(prior.age_s),
@@ -71,6 +73,10 @@ class DiagnosticsPublisher:
 
     def destroy(self) -> None:
         self._node.destroy_lifecycle_publisher(self._publisher)
+
+
+def _size(size: tuple[int, int] | None) -> str:
+    return "n/a" if size is None else f"{size[0]}x{size[1]}"
 
 
 def _number(value: float | None) -> str:

@@ -14,6 +14,7 @@ from dcmif_msgs.msg import FusionStatus
 
 from dcmif_ros.pipeline import FusionPipeline
 from dcmif_ros.ros.fastdds import transport_loss_hint
+from dcmif_ros.processing_resolution import describe as describe_processing
 from dcmif_ros.ros.frame_stats import FrameCounts
 
 INPUT_STALE_AFTER_S = 3.0
@@ -27,16 +28,20 @@ NO_OUTPUT_ERROR_S = 5.0
 class EngineState:
     model_name: str
     provider: str  # onnxruntime's name of the provider in use, e.g. CPUExecutionProvider
-    precision: str  # fp32 or fp16: which exported graph runs
-    fallback_warning: str  # empty unless a GPU provider was named and the session runs on CPU
+    precision: str  # fp32, fp16 or int8: which exported graph runs
+    fallback_warning: str  # empty unless a GPU provider (or int8) was asked for and the session runs on CPU
+    processing: str = "native"  # how the network resolution was asked for: auto, native or WxH
+    network_size: tuple[int, int] | None = None  # (width, height) the last frame ran at; None before the first
 
     @classmethod
     def of(cls, pipeline: FusionPipeline) -> EngineState:
-        """With provider 'auto' the CPU is a documented outcome, not a fallback to warn about."""
+        """With provider 'auto' the CPU is a documented outcome, not a fallback to warn about, unless int8 was
+        asked for and a GPU had to give way to the CPU."""
         engine = pipeline.engine
-        named_gpu = pipeline.config.provider != "auto"
+        reported = pipeline.config.provider != "auto" or pipeline.config.precision == "int8"
         return cls(engine.model_path.stem, engine.providers[0], engine.precision,
-                   (engine.fallback_warning or "") if named_gpu else "")
+                   (engine.fallback_warning or "") if reported else "",
+                   describe_processing(engine.processing_size), engine.network_size)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from dcmif_ros.node import FUSED_TOPIC, INPUT_TOPIC, NODE_NAME, PSEUDO_THERMAL_T
 from dcmif_ros.ros.diagnostics import DIAGNOSTICS_TOPIC, STATUS_TASK
 from dcmif_ros.ros.fastdds import fastdds_environment
 from dcmif_ros.ros.node_process import NodeDiedError, NodeProcess
-from dcmif_ros.sample_camera import DEFAULT_RATE_HZ, DEFAULT_SIZE, SampleCamera, SampleFrames
+from dcmif_ros.sample_camera import DEFAULT_FRAME_ID, DEFAULT_RATE_HZ, DEFAULT_SIZE, SampleCamera, SampleFrames
 
 VIEWER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 """What a downstream detector would use (yolo_ros's default image_reliability is reliable)."""
@@ -45,7 +45,7 @@ RECENT_FRAMES = 24  # inputs and outputs kept for pairing into contact-sheet row
 @dataclass(frozen=True)
 class LiveRunConfig:
     out_dir: Path
-    node_parameters: dict
+    node_parameters: dict  # empty: the node starts bare (no parameters file), as a user would start it
     namespace: str = "dcmif_demo"
     rate_hz: float = DEFAULT_RATE_HZ
     duration_s: float = 10.0
@@ -87,6 +87,7 @@ class LiveRunResult:
     pseudo_thermal_received: int
     rate_hz: float  # fused frames received per second, first to last
     latency: LatencySummary | None
+    headers_altered: int  # fused images whose header is not a published frame's (stamp and frame_id) verbatim
     last_status: FusionStatus | None
     node_diagnostics: dict  # the node's last /diagnostics entry: level, message and its values
     samples: list[Sample] = field(default_factory=list)
@@ -100,6 +101,7 @@ class LiveRunResult:
             "fused_received": self.fused_received,
             "pseudo_thermal_received": self.pseudo_thermal_received,
             "rate_hz": _rounded(self.rate_hz),
+            "headers_intact": self.fused_received > 0 and self.headers_altered == 0,
             "latency_ms": None if self.latency is None else {
                 key: _rounded(value) for key, value in asdict(self.latency).items()},
             "node": None if status is None else {
@@ -143,6 +145,8 @@ class _Viewer:
         self._latencies_ms: list[float] = []
         self._fused_times: list[float] = []
         self._pseudo_thermal_received = 0
+        self._published_stamps: set[int] = set()
+        self._headers_altered = 0
         self._last_status: FusionStatus | None = None
         self._node_diagnostics: dict = {}
         self._recent: dict[str, OrderedDict[int, np.ndarray]] = {
@@ -169,7 +173,7 @@ class _Viewer:
             published=self._camera.published, fused_received=len(self._latencies_ms),
             pseudo_thermal_received=self._pseudo_thermal_received, rate_hz=self._fused_rate(),
             latency=LatencySummary.of(self._latencies_ms) if self._latencies_ms else None,
-            last_status=self._last_status, node_diagnostics=self._node_diagnostics, samples=self._samples,
+            headers_altered=self._headers_altered, last_status=self._last_status, node_diagnostics=self._node_diagnostics, samples=self._samples,
         )
 
     def destroy(self) -> None:
@@ -201,6 +205,7 @@ class _Viewer:
         return (len(self._fused_times) - 1) / (self._fused_times[-1] - self._fused_times[0])
 
     def _on_camera_frame(self, index: int, stamp: Time, frame: np.ndarray) -> None:
+        self._published_stamps.add(_nanoseconds(stamp))
         if self._config.sample_rows:
             self._remember("input", stamp, frame)
 
@@ -208,6 +213,8 @@ class _Viewer:
         received_ns = self._clock.now().nanoseconds
         self._fused_times.append(time.monotonic())
         self._latencies_ms.append((received_ns - _nanoseconds(message.header.stamp)) * 1e-6)
+        if message.header.frame_id != DEFAULT_FRAME_ID or _nanoseconds(message.header.stamp) not in self._published_stamps:
+            self._headers_altered += 1
         if self._config.sample_rows:
             self._remember("fused", message.header.stamp, decode_image_fields(message))
 

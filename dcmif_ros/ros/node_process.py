@@ -39,9 +39,17 @@ class NodeProcess:
         self._process: subprocess.Popen | None = None
 
     def start(self) -> NodeProcess:
+        """Start ``dcmif_node`` (the console script beside this Python, as a user runs it); with parameters, from a
+        parameters file beside the log, without any, bare: the node's own defaults."""
         self.params_path.parent.mkdir(parents=True, exist_ok=True)
-        self.params_path.write_text(yaml.safe_dump({"/**": {"ros__parameters": self._parameters}}))
-        command = [sys.executable, "-m", "dcmif_ros.node", "--ros-args", "--params-file", str(self.params_path)]
+        script = Path(sys.executable).with_name("dcmif_node")
+        command = [str(script)] if script.is_file() else [sys.executable, "-m", "dcmif_ros.node"]
+        command.append("--ros-args")
+        if self._parameters:
+            self.params_path.write_text(yaml.safe_dump({"/**": {"ros__parameters": self._parameters}}))
+            command += ["--params-file", str(self.params_path)]
+        else:
+            self.params_path.unlink(missing_ok=True)
         if self._namespace:
             command += ["-r", f"__ns:=/{self._namespace.strip('/')}"]
         with open(self.log_path, "wb") as log:

@@ -19,6 +19,7 @@ from rclpy.parameter import Parameter
 from dcmif_ros.engine import PRECISION_CHOICES, PROVIDER_CHOICES
 from dcmif_ros.pipeline import DEFAULT_DUAL_MODEL_NAME, PipelineConfig, default_model_path
 from dcmif_ros.prior import PRIOR_SPEC_HELP, parse_prior_spec
+from dcmif_ros.processing_resolution import AUTO, ProcessingSize
 from dcmif_ros.prior.factory import DEFAULT_PRIOR_SPEC, NONE_SPEC
 
 MAX_PROCESSING_SIDE = 8192
@@ -63,16 +64,18 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
         ParameterSpec("provider", "auto", "onnxruntime execution provider: auto picks TensorRT, then CUDA, "
                       "then CPU, as available", constraints=f"one of {', '.join(PROVIDER_CHOICES)}"),
         ParameterSpec("precision", "auto", "graph precision: auto uses the model's exported fp16 graph on the "
-                      "CUDA provider (TensorRT picks its own) and fp32 elsewhere",
+                      "CUDA provider (TensorRT picks its own), its int8 graph on the CPU where the export measured "
+                      "it faster and within error bounds, fp32 otherwise; int8 runs on the CPU provider only",
                       constraints=f"one of {', '.join(PRECISION_CHOICES)}"),
         ParameterSpec("allow_cpu_fallback", True, "accept a session that ended up on the CPU when a GPU "
                       "provider was asked for (a warning in /diagnostics); false fails activation instead"),
         ParameterSpec("inference_threads", 0, "onnxruntime intra-op threads; 0 lets onnxruntime decide",
                       integer_range=(0, MAX_INFERENCE_THREADS)),
-        ParameterSpec("processing_width", 0, "width the network runs at; 0 = the input's own size "
-                      "(outputs always keep the input size)", integer_range=(0, MAX_PROCESSING_SIDE),
+        ParameterSpec("processing_width", 0, "width the network runs at; 0 (with processing_height 0) = auto: "
+                      "about 320x240 on the CPU provider for larger frames (aspect ratio kept), the input's own "
+                      "size on a GPU (outputs always keep the input size)", integer_range=(0, MAX_PROCESSING_SIDE),
                       constraints="0 together with processing_height, or both positive"),
-        ParameterSpec("processing_height", 0, "height the network runs at; 0 = the input's own size",
+        ParameterSpec("processing_height", 0, "height the network runs at; 0 (with processing_width 0) = auto",
                       integer_range=(0, MAX_PROCESSING_SIDE),
                       constraints="0 together with processing_width, or both positive"),
         ParameterSpec("prior", DEFAULT_PRIOR_SPEC, PRIOR_SPEC_HELP, constraints="embedded | none | vlm:PATH"),
@@ -182,7 +185,7 @@ class NodeConfig:
     precision: str
     allow_cpu_fallback: bool
     inference_threads: int
-    processing_size: tuple[int, int] | None
+    processing_size: ProcessingSize
     prior: str
     prior_timeout_s: float
     use_compressed: bool
@@ -196,7 +199,7 @@ class NodeConfig:
             allow_cpu_fallback=self.allow_cpu_fallback,
             processing_size=self.processing_size, prior=self.prior,
             refresh_every_n_frames=refresh_every_n_frames, prior_timeout_s=self.prior_timeout_s,
-            threads=self.inference_threads or None,
+            threads=self.inference_threads or None, spin_wait=False,  # the node shares the CPU with its graph
         )
 
 
@@ -215,7 +218,7 @@ def read_config(node: Node) -> NodeConfig:
         raise ConfigError(f"parameter prior: {exc}") from None
     width, height = value["processing_width"], value["processing_height"]
     if (width == 0) != (height == 0):
-        raise ConfigError(f"processing_width and processing_height must both be 0 (native size) or both "
+        raise ConfigError(f"processing_width and processing_height must both be 0 (auto) or both "
                           f"positive, got {width} x {height}")
     model_path = _existing_model(value, "model_path")
     ir = None
@@ -225,7 +228,7 @@ def read_config(node: Node) -> NodeConfig:
     return NodeConfig(
         model_path=model_path, provider=provider, precision=value["precision"],
         allow_cpu_fallback=value["allow_cpu_fallback"],
-        inference_threads=value["inference_threads"], processing_size=(width, height) if width else None,
+        inference_threads=value["inference_threads"], processing_size=(width, height) if width else AUTO,
         prior=value["prior"], prior_timeout_s=value["prior_timeout_s"], use_compressed=value["use_compressed"],
         diagnostics_period_s=value["diagnostics_period_s"], max_input_pixels=value["max_input_pixels"], ir=ir,
     )

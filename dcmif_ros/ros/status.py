@@ -32,4 +32,7 @@ def fusion_status(report: NodeReport, health: Health, stamp: Time,
         prior_age_frames=prior.age_frames,
         prior_backend=prior.backend,
         last_error=counts.last_error,
+        precision=report.engine.precision,
+        processing_width=report.engine.network_size[0] if report.engine.network_size else 0,
+        processing_height=report.engine.network_size[1] if report.engine.network_size else 0,
     )

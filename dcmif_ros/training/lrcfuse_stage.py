@@ -15,23 +15,22 @@ the paper follows), so the paper's weights keep their balance as far as the loss
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dcmif_ros.dual import ship_dual_model
 from dcmif_ros.models.feature_network import PIXEL_SCALE, make_feature_network
 from dcmif_ros.models.lrcfuse import LRCFuse, LRCFuseConfig, get_config
 from dcmif_ros.training.data import ImagePair
+from dcmif_ros.training.fusion_validation import fusion_validation
 from dcmif_ros.training.loop import TrainConfig
 from dcmif_ros.training.losses import max_gradient_l1, with_overrides
-from dcmif_ros.training.stages import load_full_pair, load_stage_output, tensor_to_uint8
+from dcmif_ros.training.stages import load_stage_output
 
 DEFAULT_FEATURE_NETWORK = "random"
-VALIDATION_METRICS = ["AG", "EN", "SF", "EI", "SD", "MI", "SCD", "SSIM", "Qabf"]
 
 
 @dataclass(frozen=True)
@@ -92,20 +91,6 @@ class MultiLevelLoss(torch.nn.Module):
         return {"total": total, **terms}
 
 
-@torch.no_grad()
-def fusion_validation(fuse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], pairs: list[ImagePair],
-                      multiple: int, device: str) -> dict[str, float]:
-    """Mean gray-mode fusion metrics (``dcmif_ros.metrics``) of ``fuse(Y, IR)`` over whole validation pairs."""
-    from dcmif_ros.metrics import compute_metrics
-
-    rows = []
-    for pair in pairs:
-        vis, ir = load_full_pair(pair, multiple, device)
-        images = [tensor_to_uint8(t) for t in (vis, ir, fuse(vis, ir))]
-        rows.append(compute_metrics(*images, mode="gray", names=VALIDATION_METRICS))
-    return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in VALIDATION_METRICS}
-
-
 class LRCFuseStage:
     """A ``training.loop`` stage; ``config.extra["feature_network"]`` is the loss network spec."""
 
@@ -147,8 +132,6 @@ class LRCFuseStage:
 
 def ship_lrcfuse(out: str | Path, destination: str | Path, metadata: dict) -> Path:
     """The trained ``<out>/lrcfuse/final.pt`` as a shipped dual-modal checkpoint + ONNX + manifest."""
-    from dcmif_ros.dual import ship_dual_model
-
     output = load_stage_output(out, LRCFuseStage.name)
     model = LRCFuse(LRCFuseConfig.from_dict(output["model_config"]))
     model.load_state_dict(output["model"])
