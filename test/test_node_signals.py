@@ -91,7 +91,7 @@ def test_lifecycle_is_logged_once_per_transition_and_ctrl_c_twice_while_spinning
     node = run_node()
     activated = node.wait_for("activated:")
     assert "(fp32) on CPUExecutionProvider (provider 'cpu')" in activated, activated
-    assert "network at 320x240" not in activated and "network at the camera resolution" in activated
+    assert "network resolution auto" in activated, activated  # bare: the node's default, resolved per frame
     assert node.ctrl_c(again_after_s=0.03) == 0, node.output
     assert [line.count("configured:") for line in node.lines if "configured:" in line] == [1], node.output
     assert len([line for line in node.lines if "activated:" in line]) == 1, node.output
@@ -100,7 +100,7 @@ def test_lifecycle_is_logged_once_per_transition_and_ctrl_c_twice_while_spinning
 
 def test_the_activated_line_names_the_processing_resolution_and_ctrl_c_twice_exits_0(run_node):
     node = run_node("processing_width:=160", "processing_height:=120", "prior:=none")
-    assert "network at 160x120, prior 'none'" in node.wait_for("activated:")
+    assert "network resolution 160x120, prior 'none'" in node.wait_for("activated:")
     assert node.ctrl_c(again_after_s=0.001) == 0, node.output  # the second one lands in the shutdown
     assert not NOT_CLEAN.search(node.output), node.output
 
