@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from dcmif_ros import metrics
-from dcmif_ros.checkpoint import load_bundle
+from dcmif_ros.inference.checkpoint import load_bundle
 from dcmif_ros.image_codec import to_uint8
 from dcmif_ros.prior import make_prior_encoder
 from dcmif_ros.training.data import collect_pairs

@@ -110,7 +110,7 @@ def model_costs(methods: list[Method], specs: list[str]) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dcmif_ros.dual import load_dual_checkpoint
+    from dcmif_ros.inference.dual import load_dual_checkpoint
     from dcmif_ros.methods import DUAL_MODEL_FILES, SPEC_SEPARATOR, shipped_dual_model
 
     costs = {}
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pairs", type=int, help="first N validation pairs per dataset (default: all)")
     parser.add_argument("--no-timing", action="store_true", help="skip the per-frame timing")
     parser.add_argument("--provider", default="cpu", help="onnxruntime provider for model-based methods")
-    parser.add_argument("--precision", default="auto", help="auto, fp32 or fp16 (see dcmif_ros.engine)")
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or fp16 (see dcmif_ros.inference.engine)")
     args = parser.parse_args(argv)
 
     methods = label_apart([make_method(spec, MethodOptions(provider=args.provider, precision=args.precision))

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from dcmif_ros.pipeline import default_model_path
+from dcmif_ros.inference.pipeline import default_model_path
 from dcmif_ros.ros.fuzz_run import FuzzConfig, run_fuzz
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "node_fuzz_soak.json"

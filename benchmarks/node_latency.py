@@ -26,8 +26,8 @@ from pathlib import Path
 import onnxruntime
 
 from dcmif_ros.benchmark import cpu_name
-from dcmif_ros.engine import load_manifest
-from dcmif_ros.pipeline import default_model_path
+from dcmif_ros.inference.engine import load_manifest
+from dcmif_ros.inference.pipeline import default_model_path
 from dcmif_ros.ros.live_run import LiveRunConfig, run_live
 
 GOALS = {"fps_min": 15.0, "p50_ms_max": 100.0, "p95_ms_max": 200.0}

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from dcmif_ros.benchmark import sample_frame, summarize
-from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
-from dcmif_ros.processing_resolution import AUTO
+from dcmif_ros.inference.pipeline import FusionPipeline, PipelineConfig
+from dcmif_ros.inference.processing_resolution import AUTO
 
 WARMUP_RUNS = 2
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from dcmif_ros.benchmark import cpu_name, sample_frame
-from dcmif_ros.pipeline import PRIOR_SESSION_THREADS, FusionPipeline, PipelineConfig
+from dcmif_ros.inference.pipeline import PRIOR_SESSION_THREADS, FusionPipeline, PipelineConfig
 from dcmif_ros.prior.refresher import PRIOR_NICENESS
-from dcmif_ros.processing_resolution import AUTO
+from dcmif_ros.inference.processing_resolution import AUTO
 
 CAMERA_RATE_HZ = 15.0
 VARIANTS = {

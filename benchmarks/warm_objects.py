@@ -22,7 +22,7 @@ import torch
 from dcmif_ros.image_codec import luminance, read_gray, read_image
 from dcmif_ros.methods import StillImageFuser
 from dcmif_ros.metrics import compute_metrics, mutual_information_with
-from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
+from dcmif_ros.inference.pipeline import FusionPipeline, PipelineConfig
 from dcmif_ros.report import infrared_closeness
 from dcmif_ros.training.data import collect_pairs
 from dcmif_ros.training.stages import warm_contrast

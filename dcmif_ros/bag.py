@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from dcmif_ros.image_codec import ImageFields, decode_compressed, decode_image_fields
 from dcmif_ros.image_codec import encode_bgr8, encode_mono8
-from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
+from dcmif_ros.inference.pipeline import FusionPipeline, PipelineConfig
 from dcmif_ros.prior import Prior
 from dcmif_ros.resources import packaged_file
 

@@ -54,8 +54,8 @@ def time_torch(model_path: Path, frame: np.ndarray, runs: int) -> list[float]:
     """PyTorch eager on the checkpoint the ONNX was exported from, same pre/post-processing path."""
     import torch
 
-    from dcmif_ros.checkpoint import load_bundle
-    from dcmif_ros.engine import pad_to_multiple
+    from dcmif_ros.inference.checkpoint import load_bundle
+    from dcmif_ros.inference.engine import pad_to_multiple
     from dcmif_ros.image_codec import to_uint8
     import cv2
 
@@ -81,7 +81,7 @@ def time_torch(model_path: Path, frame: np.ndarray, runs: int) -> list[float]:
 
 
 def run_benchmark(settings: BenchmarkSettings) -> list[dict]:
-    from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
+    from dcmif_ros.inference.pipeline import FusionPipeline, PipelineConfig
 
     pipeline = FusionPipeline(PipelineConfig(model_path=settings.model_path, provider=settings.provider,
                                              precision=settings.precision, processing_size=settings.processing_size,

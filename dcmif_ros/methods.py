@@ -13,7 +13,7 @@ A spec names a method: ``NAME`` or ``NAME:ARGUMENT``. Built in:
   Labelled ``dcmif:MODEL_STEM:PRIOR`` in reports.
 * aliases ``dcmif-tiny`` (= ``dcmif::embedded``) and ``dcmif-tiny-noprior`` (= ``dcmif::none``).
 * ``lrcfuse:ONNX`` and ``dcmif-dual:ONNX``: the dual-modal models (visible + real infrared, see
-  ``dcmif_ros.dual``); ``ONNX`` empty means the shipped ``models/lrcfuse.onnx`` / ``models/dcmif_dual_tiny.onnx``.
+  ``dcmif_ros.inference.dual``); ``ONNX`` empty means the shipped ``models/lrcfuse.onnx`` / ``models/dcmif_dual_tiny.onnx``.
 
 To add a method: ``register_method(name, build)``, where ``build(argument, options)`` returns a
 :class:`Method`; ``register_alias`` gives a spec a short name.
@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from dcmif_ros.engine import FusionResult
-    from dcmif_ros.pipeline import FusionPipeline
+    from dcmif_ros.inference.engine import FusionResult
+    from dcmif_ros.inference.pipeline import FusionPipeline
 
 SPEC_SEPARATOR = ":"
 DCMIF_DEFAULT_PRIOR = "embedded"
@@ -191,7 +191,7 @@ class StillImageFuser:
 
 
 def _build_dcmif(argument: str, options: MethodOptions) -> Method:
-    from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
+    from dcmif_ros.inference.pipeline import FusionPipeline, PipelineConfig
 
     model, _, prior = argument.partition(SPEC_SEPARATOR)
     prior = prior or DCMIF_DEFAULT_PRIOR
@@ -222,15 +222,15 @@ DUAL_MODEL_FILES = {"lrcfuse": "lrcfuse.onnx", "dcmif-dual": "dcmif_dual_tiny.on
 
 def shipped_dual_model(name: str):
     """Where the shipped ONNX graph of a dual-modal method lies (beside the shipped DCMIF model)."""
-    from dcmif_ros.pipeline import default_model_path
+    from dcmif_ros.inference.pipeline import default_model_path
 
     return default_model_path().with_name(DUAL_MODEL_FILES[name])
 
 
 def _dual_builder(name: str) -> MethodBuilder:
     def build(argument: str, options: MethodOptions) -> Method:
-        from dcmif_ros.engine import FusionEngine
-        from dcmif_ros.export import KIND_DUAL
+        from dcmif_ros.inference.engine import FusionEngine
+        from dcmif_ros.inference.export import KIND_DUAL
 
         engine = FusionEngine(argument or shipped_dual_model(name), provider=options.provider,
                               precision=options.precision)

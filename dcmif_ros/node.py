@@ -37,8 +37,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from dcmif_ros.bounded_text import clip
 from dcmif_ros.image_codec import encode_bgr8, encode_mono8
-from dcmif_ros.pipeline import FusionPipeline
-from dcmif_ros.processing_resolution import describe as describe_processing
+from dcmif_ros.inference.pipeline import FusionPipeline
+from dcmif_ros.inference.processing_resolution import describe as describe_processing
 from dcmif_ros.ros import qos
 from dcmif_ros.ros.conversions import decode_input, describe_input, gate_colormap, image_message
 from dcmif_ros.ros.diagnostics import DiagnosticsPublisher

@@ -31,7 +31,7 @@ def random_tiny_bundle():
     """A tiny DCMIF network with random (seeded) weights, non-trivial in every stage."""
     import torch
 
-    from dcmif_ros.checkpoint import DCMIFBundle
+    from dcmif_ros.inference.checkpoint import DCMIFBundle
     from dcmif_ros.models import JSRL, FiLMHeads, get_config
     from dcmif_ros.models.dcmif import dcmif_from_jsrl
     from dcmif_ros.prior import MINILM_FEATURE_DIM
@@ -53,7 +53,7 @@ def random_tiny_bundle():
 def random_tiny_onnx(random_tiny_bundle, synthetic_dataset, tmp_path_factory) -> Path:
     """The random tiny network exported to ONNX (+ FiLM heads, fp16 and int8 graphs, manifest) in a temporary
     folder; int8 calibrated on the synthetic pairs, so it exists without ../shared/data."""
-    from dcmif_ros.export import export_bundle
+    from dcmif_ros.inference.export import export_bundle
 
     return export_bundle(random_tiny_bundle, tmp_path_factory.mktemp("model"), "dcmif_random", trained=False,
                          int8_data=[synthetic_dataset])

@@ -18,7 +18,7 @@ from rosbags.typesys import Stores, get_typestore
 from dcmif_ros import cli
 from dcmif_ros.bag import OWNER_FILE, BagReplayError, OutputTopics, output_topics, replay_bag
 from dcmif_ros.image_codec import decode_image_fields
-from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
+from dcmif_ros.inference.pipeline import FusionPipeline, PipelineConfig
 
 TOPIC = "/camera/image_raw"
 OUTPUTS = OutputTopics("/camera/fused/image", "/camera/pseudo_thermal/image", "/camera/status")

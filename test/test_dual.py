@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from dcmif_ros.cli import main as dcmif
-from dcmif_ros.dual import (
+from dcmif_ros.inference.dual import (
     DualDCMIF,
     dual_from_dcmif,
     load_dual_checkpoint,
     save_dual_checkpoint,
 )
-from dcmif_ros.engine import FusionEngine, pad_to_multiple
+from dcmif_ros.inference.engine import FusionEngine, pad_to_multiple
 from dcmif_ros.models import JSRL, get_config
 from dcmif_ros.models.dcmif import dcmif_from_jsrl, ren_from_jsrl
 from dcmif_ros.models.dictionary import synthesize

@@ -9,9 +9,9 @@ import onnx
 import pytest
 import torch
 
-from dcmif_ros.engine import EngineError, FusionEngine, pad_to_multiple
-from dcmif_ros.export import FORBIDDEN_OPS, OPSET
-from dcmif_ros.pipeline import FusionPipeline, PipelineConfig, default_model_path
+from dcmif_ros.inference.engine import EngineError, FusionEngine, pad_to_multiple
+from dcmif_ros.inference.export import FORBIDDEN_OPS, OPSET
+from dcmif_ros.inference.pipeline import FusionPipeline, PipelineConfig, default_model_path
 
 PARITY_TOLERANCE = 1e-4
 
@@ -147,7 +147,7 @@ def test_manifest_mismatch_is_refused(random_tiny_onnx, tmp_path):
 def test_cpu_sessions_leave_out_the_nchwc_layout_transform(engine):
     import onnxruntime as ort
 
-    from dcmif_ros.engine import graph_optimization_level
+    from dcmif_ros.inference.engine import graph_optimization_level
 
     level = engine.session.get_session_options().graph_optimization_level
     assert level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -182,7 +182,7 @@ def test_silent_cpu_fallback_is_reported_or_refused(random_tiny_onnx):
 
 
 def test_export_writes_an_fp16_graph_within_tolerance(random_tiny_onnx):
-    from dcmif_ros.export import FP16_TOLERANCE, sha256
+    from dcmif_ros.inference.export import FP16_TOLERANCE, sha256
 
     entry = json.loads(random_tiny_onnx.with_suffix(".json").read_text())["fp16"]
     fp16_path = random_tiny_onnx.with_name(entry["file"])
@@ -194,7 +194,7 @@ def test_export_writes_an_fp16_graph_within_tolerance(random_tiny_onnx):
 
 
 def test_fp16_graph_runs_on_request_and_matches_fp32(random_tiny_onnx, engine):
-    from dcmif_ros.export import FP16_TOLERANCE
+    from dcmif_ros.inference.export import FP16_TOLERANCE
 
     half = FusionEngine(random_tiny_onnx, provider="cpu", precision="fp16")
     assert (engine.precision, half.precision) == ("fp32", "fp16")  # auto on the CPU provider: fp32
@@ -204,7 +204,7 @@ def test_fp16_graph_runs_on_request_and_matches_fp32(random_tiny_onnx, engine):
 
 
 def test_auto_precision_picks_fp16_for_cuda_only(random_tiny_onnx):
-    from dcmif_ros.engine import select_graph
+    from dcmif_ros.inference.engine import select_graph
 
     manifest = json.loads(random_tiny_onnx.with_suffix(".json").read_text())
     for provider, precision in (("CUDAExecutionProvider", "fp16"), ("TensorrtExecutionProvider", "fp32"),
@@ -254,7 +254,7 @@ def test_the_node_lets_onnxruntime_threads_sleep_between_operators(random_tiny_o
     """Spinning suits a process alone on the CPU; in a ROS graph it takes the cores from the camera and DDS."""
     from pathlib import Path
 
-    from dcmif_ros.engine import SPIN_CONFIG_KEY
+    from dcmif_ros.inference.engine import SPIN_CONFIG_KEY
     from dcmif_ros.ros.parameters import NodeConfig
 
     sleeping = FusionEngine(random_tiny_onnx, provider="cpu", spin_wait=False)

@@ -11,7 +11,7 @@ from dcmif_ros import cli
 from dcmif_ros.commands.fuse import GATE_FOLDER, PSEUDO_IR_FOLDER
 from dcmif_ros.image_codec import read_image
 from dcmif_ros.methods import StillImageFuser
-from dcmif_ros.pipeline import FusionPipeline, PipelineConfig
+from dcmif_ros.inference.pipeline import FusionPipeline, PipelineConfig
 
 ODD_SHAPE = (23, 37)  # height, width: not a multiple of the model's padding
 
@@ -173,7 +173,7 @@ def test_fuse_leaves_no_empty_output_when_nothing_could_be_fused(tmp_path, rando
 
 def test_a_live_prior_runs_its_first_pass_in_a_one_thread_session_of_its_own(random_tiny_onnx):
     """So a refresh never takes the image path's intra-op threads; offline (synchronous) runs need none."""
-    from dcmif_ros.pipeline import PRIOR_SESSION_THREADS
+    from dcmif_ros.inference.pipeline import PRIOR_SESSION_THREADS
 
     live = PipelineConfig(model_path=random_tiny_onnx, provider="cpu", prior="embedded", synchronous_prior=False)
     with FusionPipeline(live) as pipeline:

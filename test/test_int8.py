@@ -11,9 +11,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from dcmif_ros.engine import PROVIDER_CHAINS, EngineError, FusionEngine, int8_providers, select_graph
-from dcmif_ros.export import sha256
-from dcmif_ros.quantize import auto_eligible, export_int8, image_domain_convs, unfold_strided_transposes
+from dcmif_ros.inference.engine import PROVIDER_CHAINS, EngineError, FusionEngine, int8_providers, select_graph
+from dcmif_ros.inference.export import sha256
+from dcmif_ros.inference.quantize import auto_eligible, export_int8, image_domain_convs, unfold_strided_transposes
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +145,8 @@ def test_without_calibration_data_the_export_says_why(random_tiny_onnx, tmp_path
 
 def test_dual_graphs_get_an_int8_graph_too(synthetic_dataset, tmp_path):
     """Calibration is generic: a graph with another input set (visible + real infrared) is quantised as well."""
-    from dcmif_ros.dual import DUAL_DCMIF, DualDCMIF
-    from dcmif_ros.export import export_dual
+    from dcmif_ros.inference.dual import DUAL_DCMIF, DualDCMIF
+    from dcmif_ros.inference.export import export_dual
     from dcmif_ros.models import get_config
 
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dcmif_ros.engine import PRECISION_CHOICES, PROVIDER_CHOICES
+from dcmif_ros.inference.engine import PRECISION_CHOICES, PROVIDER_CHOICES
 from dcmif_ros.prior import parse_prior_spec
 from dcmif_ros.ros.parameters import parameter_specs
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dcmif_ros.cli import main as dcmif
-from dcmif_ros.engine import EngineError, FusionEngine, pad_to_multiple
+from dcmif_ros.inference.engine import EngineError, FusionEngine, pad_to_multiple
 from dcmif_ros.image_codec import to_uint8
 from dcmif_ros.models.feature_network import VGGFeatures, make_feature_network, random_vgg, vgg16_from_checkpoint
 from dcmif_ros.models.lrcfuse import LRCFuse, SoftThreshold, get_config
@@ -197,7 +197,7 @@ def engine(shipped) -> FusionEngine:
 
 @pytest.mark.parametrize("height,width", [(37, 53), (64, 96)])
 def test_onnxruntime_matches_pytorch(engine, shipped, height, width):
-    from dcmif_ros.dual import load_dual_checkpoint
+    from dcmif_ros.inference.dual import load_dual_checkpoint
 
     model, metadata = load_dual_checkpoint(shipped)
     rng = np.random.default_rng(height)

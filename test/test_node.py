@@ -20,7 +20,7 @@ from sensor_msgs.msg import Image
 
 from dcmif_ros.node import WORKER_THREAD_NAME
 from dcmif_ros.node import main as node_main
-from dcmif_ros.pipeline import FusionPipeline
+from dcmif_ros.inference.pipeline import FusionPipeline
 from dcmif_ros.prior.refresher import WORKER_THREAD_NAME as PRIOR_THREAD_NAME
 from dcmif_ros.ros import health
 from node_harness import WAIT_S, InProcessGraph, image, private_domain_id, unique_namespace, wait_until

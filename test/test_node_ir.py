@@ -10,8 +10,8 @@ import torch
 from dcmif_msgs.msg import FusionStatus
 from sensor_msgs.msg import Image
 
-from dcmif_ros.dual import DUAL_DCMIF, DualDCMIF
-from dcmif_ros.export import export_dual
+from dcmif_ros.inference.dual import DUAL_DCMIF, DualDCMIF
+from dcmif_ros.inference.export import export_dual
 from dcmif_ros.models import get_config
 from node_harness import BEST_EFFORT, InProcessGraph, image, private_domain_id, wait_until
 

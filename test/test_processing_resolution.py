@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dcmif_ros.engine import FusionEngine
-from dcmif_ros.processing_resolution import AUTO, CPU_AUTO_PIXELS, auto_size, describe, network_size
+from dcmif_ros.inference.engine import FusionEngine
+from dcmif_ros.inference.processing_resolution import AUTO, CPU_AUTO_PIXELS, auto_size, describe, network_size
 
 
 @pytest.mark.parametrize("camera,expected", [((640, 480), (320, 240)), ((1280, 720), (368, 208)),

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dcmif_ros.engine import FusionEngine
+from dcmif_ros.inference.engine import FusionEngine
 from dcmif_ros.model_files import export_files
 from node_harness import LOCALHOST_ONLY, RELIABLE, image, private_domain_id, unique_namespace, wait_until
 

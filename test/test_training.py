@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dcmif_ros.checkpoint import load_bundle
+from dcmif_ros.inference.checkpoint import load_bundle
 from dcmif_ros.cli import main as dcmif
 from dcmif_ros.training.data import ImagePair, PairDataset
 from dcmif_ros.training.losses import with_overrides

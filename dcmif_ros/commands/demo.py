@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcmif_ros.pipeline import default_model_path
+    from dcmif_ros.inference.pipeline import default_model_path
     from dcmif_ros.ros.live_run import LiveRunConfig, run_live
 
     model = (args.model or default_model_path()).resolve()

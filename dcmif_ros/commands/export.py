@@ -33,7 +33,7 @@ def untrained_bundle(size: str):
     """A randomly initialised network of the given size, for speed benchmarks where no trained weights exist."""
     import torch
 
-    from dcmif_ros.checkpoint import DCMIFBundle
+    from dcmif_ros.inference.checkpoint import DCMIFBundle
     from dcmif_ros.models import JSRL, FiLMHeads, get_config
     from dcmif_ros.models.dcmif import dcmif_from_jsrl
     from dcmif_ros.prior import MINILM_FEATURE_DIM
@@ -48,7 +48,7 @@ def untrained_bundle(size: str):
 def is_dual_checkpoint(path: Path) -> bool:
     import torch
 
-    from dcmif_ros.dual import CHECKPOINT_FORMAT
+    from dcmif_ros.inference.dual import CHECKPOINT_FORMAT
 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -57,13 +57,13 @@ def is_dual_checkpoint(path: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcmif_ros.checkpoint import load_bundle
-    from dcmif_ros.export import export_bundle
+    from dcmif_ros.inference.checkpoint import load_bundle
+    from dcmif_ros.inference.export import export_bundle
 
     name = f"dcmif_{args.model}"
     if args.checkpoint and is_dual_checkpoint(Path(args.checkpoint)):
-        from dcmif_ros.dual import architecture_of, load_dual_checkpoint
-        from dcmif_ros.export import export_dual
+        from dcmif_ros.inference.dual import architecture_of, load_dual_checkpoint
+        from dcmif_ros.inference.export import export_dual
 
         checkpoint = Path(args.checkpoint)
         model, metadata = load_dual_checkpoint(checkpoint)

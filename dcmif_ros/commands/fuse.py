@@ -6,7 +6,7 @@ Outputs in ``--out``: ``NAME.png`` (fused, colour), ``pseudo_ir/NAME.png`` (pseu
 ``dcmif eval --fused OUT`` pairs them with the sources by name.
 
 With ``--ir DIR`` a real infrared camera replaces the inference: each input is fused with the infrared image of the
-same name in DIR by a dual-modal model (LRCFuse by default, see ``dcmif_ros.dual``).
+same name in DIR by a dual-modal model (LRCFuse by default, see ``dcmif_ros.inference.dual``).
 
 Also home of the model options that ``dcmif bag`` and ``dcmif report`` share (``add_model_arguments``,
 ``add_provider_argument``, ``pipeline_config``).
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dcmif_ros.pipeline import PipelineConfig
+    from dcmif_ros.inference.pipeline import PipelineConfig
 
 PSEUDO_IR_FOLDER = "pseudo_ir"
 GATE_FOLDER = "gate"
@@ -37,7 +37,7 @@ def positive_int(text: str) -> int:
 
 
 def add_provider_argument(parser: argparse.ArgumentParser) -> None:
-    """--provider and --precision, checked by the engine (the choices live in dcmif_ros.engine, too heavy to
+    """--provider and --precision, checked by the engine (the choices live in dcmif_ros.inference.engine, too heavy to
     import here)."""
     parser.add_argument("--provider", default="auto",
                         help="onnxruntime execution provider: auto, tensorrt, cuda or cpu (default: %(default)s)")
@@ -63,7 +63,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, refresh_default: int | 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     """The PipelineConfig the shared model options describe; refreshes are synchronous (deterministic)."""
-    from dcmif_ros.pipeline import PipelineConfig
+    from dcmif_ros.inference.pipeline import PipelineConfig
 
     refresh = {} if args.refresh_every is None else {"refresh_every_n_frames": args.refresh_every}
     return PipelineConfig(model_path=args.model, provider=args.provider, precision=args.precision,
@@ -146,8 +146,8 @@ def missing_folders(folders: list[Path]) -> list[Path]:
 
 def dual_modal_fuser(args: argparse.Namespace):
     """``--ir``: a function fusing an input file with the infrared file of the same stem in ``args.ir``."""
-    from dcmif_ros.engine import FusionEngine
-    from dcmif_ros.export import KIND_DUAL
+    from dcmif_ros.inference.engine import FusionEngine
+    from dcmif_ros.inference.export import KIND_DUAL
     from dcmif_ros.image_codec import read_gray, read_image
     from dcmif_ros.methods import shipped_dual_model
 
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dcmif_ros.image_codec import read_image, to_uint8
     from dcmif_ros.methods import StillImageFuser
-    from dcmif_ros.pipeline import FusionPipeline
+    from dcmif_ros.inference.pipeline import FusionPipeline
 
     files, errors = expand_inputs(args.inputs)
     names, naming_errors = output_names(files, args.out)

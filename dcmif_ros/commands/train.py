@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             from dcmif_ros.training.lrcfuse_stage import LRCFuseStage
             stage = LRCFuseStage(config, val_pairs)
         elif stage_name == "dual":
-            from dcmif_ros.dual import DualDCMIFStage
+            from dcmif_ros.inference.dual import DualDCMIFStage
             stage = DualDCMIFStage(config, val_pairs)
         else:
             stage = AFRIStage(config, val_pairs, train_pairs)
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         if args.stage == "lrcfuse":
             from dcmif_ros.training.lrcfuse_stage import ship_lrcfuse as ship
         elif args.stage == "dual":
-            from dcmif_ros.dual import ship_dual_dcmif as ship
+            from dcmif_ros.inference.dual import ship_dual_dcmif as ship
         path = ship(config.out, args.ship, metadata)
         print(f"shipped {path}")
     return 0

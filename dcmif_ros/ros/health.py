@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from dcmif_msgs.msg import FusionStatus
 
-from dcmif_ros.pipeline import FusionPipeline
+from dcmif_ros.inference.pipeline import FusionPipeline
 from dcmif_ros.ros.fastdds import transport_loss_hint
-from dcmif_ros.processing_resolution import describe as describe_processing
+from dcmif_ros.inference.processing_resolution import describe as describe_processing
 from dcmif_ros.ros.frame_stats import FrameCounts
 
 INPUT_STALE_AFTER_S = 3.0

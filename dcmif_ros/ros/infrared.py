@@ -13,8 +13,8 @@ from builtin_interfaces.msg import Time
 from rclpy.time import Time as RosTime
 from sensor_msgs.msg import Image
 
-from dcmif_ros.engine import EngineError, FusionEngine, FusionResult
-from dcmif_ros.export import KIND_DUAL
+from dcmif_ros.inference.engine import EngineError, FusionEngine, FusionResult
+from dcmif_ros.inference.export import KIND_DUAL
 from dcmif_ros.pairing import DUAL, StampPairer
 from dcmif_ros.ros.conversions import decode_infrared, describe_input
 from dcmif_ros.ros.parameters import InfraredConfig, NodeConfig

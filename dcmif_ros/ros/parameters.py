@@ -16,10 +16,10 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from dcmif_ros.engine import PRECISION_CHOICES, PROVIDER_CHOICES
-from dcmif_ros.pipeline import DEFAULT_DUAL_MODEL_NAME, PipelineConfig, default_model_path
+from dcmif_ros.inference.engine import PRECISION_CHOICES, PROVIDER_CHOICES
+from dcmif_ros.inference.pipeline import DEFAULT_DUAL_MODEL_NAME, PipelineConfig, default_model_path
 from dcmif_ros.prior import PRIOR_SPEC_HELP, parse_prior_spec
-from dcmif_ros.processing_resolution import AUTO, ProcessingSize
+from dcmif_ros.inference.processing_resolution import AUTO, ProcessingSize
 from dcmif_ros.prior.factory import DEFAULT_PRIOR_SPEC, NONE_SPEC
 
 MAX_PROCESSING_SIDE = 8192

@@ -1,6 +1,6 @@
 """Validation of any dual-modal fusion (LRCFuse, DCMIF with real infrared): the training stages of both share it.
 
-Its own module so that ``dcmif_ros.dual`` and ``training.lrcfuse_stage`` can both use it without importing each
+Its own module so that ``dcmif_ros.inference.dual`` and ``training.lrcfuse_stage`` can both use it without importing each
 other (the LRCFuse stage ships through ``dual.ship_dual_model``).
 """
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dcmif_ros.dual import ship_dual_model
+from dcmif_ros.inference.dual import ship_dual_model
 from dcmif_ros.models.feature_network import PIXEL_SCALE, make_feature_network
 from dcmif_ros.models.lrcfuse import LRCFuse, LRCFuseConfig, get_config
 from dcmif_ros.training.data import ImagePair

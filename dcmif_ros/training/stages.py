@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dcmif_ros.checkpoint import DCMIFBundle, save_bundle
+from dcmif_ros.inference.checkpoint import DCMIFBundle, save_bundle
 from dcmif_ros.models.config import DCMIFConfig, get_config
 from dcmif_ros.models.dcmif import DCMIFNet, FiLMHeads, dcmif_from_jsrl, ren_from_jsrl
 from dcmif_ros.models.dictionary import synthesize

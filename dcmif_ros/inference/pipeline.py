@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcmif_ros.engine import EngineError, FusionEngine, FusionResult
-from dcmif_ros.export import KIND_VISIBLE
+from dcmif_ros.inference.engine import EngineError, FusionEngine, FusionResult
+from dcmif_ros.inference.export import KIND_VISIBLE
 from dcmif_ros.prior import Prior, PriorRefresher, RefreshConfig, check_compatible, make_prior_encoder
 from dcmif_ros.prior.refresher import PRIOR_NICENESS
 from dcmif_ros.resources import packaged_file

@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dcmif_ros.export import KIND_DUAL, KIND_VISIBLE, KINDS, MANIFEST_FORMAT, sha256
+from dcmif_ros.inference.export import KIND_DUAL, KIND_VISIBLE, KINDS, MANIFEST_FORMAT, sha256
 from dcmif_ros.image_codec import to_uint8
-from dcmif_ros.processing_resolution import ProcessingSize, network_size
+from dcmif_ros.inference.processing_resolution import ProcessingSize, network_size
 
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
@@ -226,7 +226,7 @@ def graph_optimization_level(first_provider: str):
 
 class FusionEngine:
     """Runs the exported DCMIF graph. ``processing_size`` (width, height), or ``"auto"`` (see
-    ``dcmif_ros.processing_resolution``), runs the network at that resolution and transfers the thermal change
+    ``dcmif_ros.inference.processing_resolution``), runs the network at that resolution and transfers the thermal change
     back to the full-resolution luminance; ``network_size`` is the one the last frame ran at."""
 
     def __init__(self, model_path: str | Path, provider: str = "auto", allow_cpu_fallback: bool = True,

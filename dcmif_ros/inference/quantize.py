@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dcmif_ros.resources import SOURCE_TREE
+
 INT8_SUFFIX = ".int8.onnx"
 IMAGE_INPUTS = ("luminance", "infrared")
 CALIBRATION_FOLDERS = ("msrs_train_128", "msrs_fullres")
@@ -57,7 +59,7 @@ ORT_LOG_ERRORS_ONLY = 3
 
 def default_data_roots() -> list[Path]:
     """``../shared/data`` beside the repository (or ``$DCMIF_DATA``): the folders calibration reads, if present."""
-    base = Path(os.environ.get("DCMIF_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    base = Path(os.environ.get("DCMIF_DATA", SOURCE_TREE.parent / "shared" / "data"))
     return [base / name for name in CALIBRATION_FOLDERS if (base / name).is_dir()]
 
 
@@ -306,7 +308,7 @@ def export_int8(onnx_path: Path, extra_inputs: list[dict[str, np.ndarray]], mult
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from dcmif_ros.export import sha256
+    from dcmif_ros.inference.export import sha256
     from dcmif_ros.image_codec import to_uint8
 
     roots = default_data_roots() if data_roots is None else [Path(r) for r in data_roots]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dcmif_ros.export import export_dual
+from dcmif_ros.inference.export import export_dual
 from dcmif_ros.models.config import DCMIFConfig, get_config
 from dcmif_ros.models.dcmif import RFN, DCMIFNet, ren_from_jsrl
 from dcmif_ros.models.dictionary import synthesize

@@ -3,7 +3,7 @@
 Files written for ``<name>``: ``<name>.onnx`` (Y, γ, β → fused Y, pseudo-IR, gate), ``<name>.film.npz`` (Φγ, Φβ
 as plain matrices, so the runtime needs no torch) and ``<name>.json`` (what the engine checks before use).
 
-Beside each graph go ``<name>.int8.onnx`` (statically quantised for the CPU provider, ``dcmif_ros.quantize``;
+Beside each graph go ``<name>.int8.onnx`` (statically quantised for the CPU provider, ``dcmif_ros.inference.quantize``;
 the manifest's ``int8`` entry holds its parity, speed and kernels) and ``<name>.fp16.onnx`` (fp16 weights and arithmetic, fp32 inputs and outputs, for the CUDA
 provider) when it matches the fp32 graph within ``FP16_TOLERANCE`` on probe frames; the manifest's ``fp16`` entry
 records the file, its hash and the error measured, or why there is no such file.
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dcmif_ros.checkpoint import DCMIFBundle
+from dcmif_ros.inference.checkpoint import DCMIFBundle
 from dcmif_ros.models.jsrl import REN, frozen_encoders
-from dcmif_ros.quantize import int8_entry
+from dcmif_ros.inference.quantize import int8_entry
 
 OPSET = 17
 FORBIDDEN_OPS = {"DFT", "STFT"}
