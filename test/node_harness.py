@@ -40,6 +40,18 @@ def private_domain_id(salt: int) -> int:
     return 1 + (os.getpid() + salt) % 100
 
 
+def localhost_context(domain_id: int) -> Context:
+    """An initialised rclpy context of its own on ``domain_id``, discovering peers on this host only."""
+    import pytest
+
+    context = Context()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in LOCALHOST_ONLY.items():
+            patch.setenv(name, value)
+        rclpy.init(context=context, domain_id=domain_id)
+    return context
+
+
 def unique_namespace() -> str:
     return f"/dcmif_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 

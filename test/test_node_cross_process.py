@@ -16,9 +16,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-import rclpy
 from dcmif_msgs.msg import FusionStatus
-from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -27,7 +25,8 @@ from dcmif_ros.commands.demo import CONTACT_SHEET_TILE, LABEL_HEIGHT
 from dcmif_ros.ros.fastdds import PROFILE_ENV_VAR, fastdds_environment, fastdds_profile_path
 from dcmif_ros.ros.node_process import NodeDiedError, NodeProcess
 from dcmif_ros.sample_camera import DEFAULT_FRAME_ID, DEFAULT_SIZE
-from node_harness import LOCALHOST_ONLY, RELIABLE, WAIT_S, private_domain_id, unique_namespace, wait_until
+from node_harness import (LOCALHOST_ONLY, RELIABLE, WAIT_S, localhost_context, private_domain_id, unique_namespace,
+                          wait_until)
 
 DOMAIN_ID = private_domain_id(salt=71)
 CAMERA_RATE_HZ = 15.0
@@ -57,11 +56,7 @@ class Observer:
     """This process's downstream side: reliable subscribers to the node's fused images and status."""
 
     def __init__(self, namespace: str):
-        self.context = Context()
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in LOCALHOST_ONLY.items():
-                patch.setenv(name, value)
-            rclpy.init(context=self.context, domain_id=DOMAIN_ID)
+        self.context = localhost_context(DOMAIN_ID)
         self.node = Node("observer", namespace=namespace, context=self.context)
         self.fused: list[Image] = []
         self.statuses: list[FusionStatus] = []

@@ -32,7 +32,8 @@ import pytest
 
 from dcmif_ros.inference.engine import FusionEngine
 from dcmif_ros.model_files import export_files
-from node_harness import LOCALHOST_ONLY, RELIABLE, image, private_domain_id, unique_namespace, wait_until
+from node_harness import (LOCALHOST_ONLY, RELIABLE, image, localhost_context, private_domain_id, unique_namespace,
+                          wait_until)
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -189,15 +190,10 @@ class CameraAndViewer:
     def __init__(self, namespace: str):
         import rclpy
         from dcmif_msgs.msg import FusionStatus
-        from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import Image
 
-        self.context = Context()
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in LOCALHOST_ONLY.items():
-                patch.setenv(name, value)
-            rclpy.init(context=self.context, domain_id=DOMAIN_ID)
+        self.context = localhost_context(DOMAIN_ID)
         self.node = rclpy.create_node("camera_and_viewer", namespace=namespace, context=self.context)
         self.camera = self.node.create_publisher(Image, "camera/image_raw", RELIABLE)
         self.fused: list = []
