@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 import rclpy
 from builtin_interfaces.msg import Time
 from dcmif_msgs.msg import FusionStatus
@@ -42,14 +43,35 @@ def private_domain_id(salt: int) -> int:
 
 def localhost_context(domain_id: int) -> Context:
     """An initialised rclpy context of its own on ``domain_id``, discovering peers on this host only."""
-    import pytest
-
     context = Context()
     with pytest.MonkeyPatch.context() as patch:
         for name, value in LOCALHOST_ONLY.items():
             patch.setenv(name, value)
         rclpy.init(context=context, domain_id=domain_id)
     return context
+
+
+class OutputObserver:
+    """The downstream side of a graph in this process: reliable subscribers to a node's fused images and status
+    (under ``prefix``), spun in a thread of their own, on a localhost context of their own."""
+
+    def __init__(self, namespace: str, domain_id: int, prefix: str = "", name: str = "observer"):
+        self.context = localhost_context(domain_id)
+        self.node = Node(name, namespace=namespace, context=self.context)
+        self.fused: list[Image] = []
+        self.statuses: list[FusionStatus] = []
+        self.node.create_subscription(Image, f"{prefix}fused/image", self.fused.append, RELIABLE)
+        self.node.create_subscription(FusionStatus, f"{prefix}status", self.statuses.append, RELIABLE)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinner.start()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self._spinner.join(WAIT_S)
+        self.node.destroy_node()
+        self.context.try_shutdown()
 
 
 def unique_namespace() -> str:

@@ -11,22 +11,16 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import cv2
 import pytest
-from dcmif_msgs.msg import FusionStatus
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from sensor_msgs.msg import Image
 
 from dcmif_ros.commands.demo import CONTACT_SHEET_TILE, LABEL_HEIGHT
 from dcmif_ros.ros.fastdds import PROFILE_ENV_VAR, fastdds_environment, fastdds_profile_path
 from dcmif_ros.ros.node_process import NodeDiedError, NodeProcess
 from dcmif_ros.sample_camera import DEFAULT_FRAME_ID, DEFAULT_SIZE
-from node_harness import (LOCALHOST_ONLY, RELIABLE, WAIT_S, localhost_context, private_domain_id, unique_namespace,
-                          wait_until)
+from node_harness import LOCALHOST_ONLY, WAIT_S, OutputObserver, private_domain_id, unique_namespace, wait_until
 
 DOMAIN_ID = private_domain_id(salt=71)
 CAMERA_RATE_HZ = 15.0
@@ -52,31 +46,9 @@ def node_process(random_tiny_onnx, tmp_path_factory, ros_env):
     process.stop()
 
 
-class Observer:
-    """This process's downstream side: reliable subscribers to the node's fused images and status."""
-
-    def __init__(self, namespace: str):
-        self.context = localhost_context(DOMAIN_ID)
-        self.node = Node("observer", namespace=namespace, context=self.context)
-        self.fused: list[Image] = []
-        self.statuses: list[FusionStatus] = []
-        self.node.create_subscription(Image, "fused/image", self.fused.append, RELIABLE)
-        self.node.create_subscription(FusionStatus, "status", self.statuses.append, RELIABLE)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spinner.start()
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self._spinner.join(WAIT_S)
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
-
 @pytest.fixture(scope="module")
 def observer(node_process):
-    watcher = Observer(node_process[1])
+    watcher = OutputObserver(node_process[1], DOMAIN_ID)
     yield watcher
     watcher.close()
 

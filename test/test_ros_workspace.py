@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sensor_msgs.msg import Image
 
 from dcmif_ros.inference.engine import FusionEngine
 from dcmif_ros.model_files import export_files
-from node_harness import (LOCALHOST_ONLY, RELIABLE, image, localhost_context, private_domain_id, unique_namespace,
+from node_harness import (LOCALHOST_ONLY, RELIABLE, OutputObserver, image, private_domain_id, unique_namespace,
                           wait_until)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,45 +185,18 @@ class LaunchRun:
             self._reader.join(EXIT_TIMEOUT_S)
 
 
-class CameraAndViewer:
-    """This process's side of the graph: publishes camera frames, subscribes to the node's outputs."""
-
-    def __init__(self, namespace: str):
-        import rclpy
-        from dcmif_msgs.msg import FusionStatus
-        from rclpy.executors import SingleThreadedExecutor
-        from sensor_msgs.msg import Image
-
-        self.context = localhost_context(DOMAIN_ID)
-        self.node = rclpy.create_node("camera_and_viewer", namespace=namespace, context=self.context)
-        self.camera = self.node.create_publisher(Image, "camera/image_raw", RELIABLE)
-        self.fused: list = []
-        self.statuses: list = []
-        self.node.create_subscription(Image, "dcmif/fused/image", self.fused.append, RELIABLE)
-        self.node.create_subscription(FusionStatus, "dcmif/status", self.statuses.append, RELIABLE)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spinner.start()
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self._spinner.join(EXIT_TIMEOUT_S)
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
-
 def test_ros2_launch_from_the_install_space_fuses_camera_frames(workspace, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "ros2").write_text(ROS2_LAUNCH_STAND_IN.format(python=sys.executable))
     (bin_dir / "ros2").chmod(0o755)
     namespace = unique_namespace()
-    viewer = CameraAndViewer(namespace)
+    viewer = OutputObserver(namespace, DOMAIN_ID, prefix="dcmif/", name="camera_and_viewer")
+    camera = viewer.node.create_publisher(Image, "camera/image_raw", RELIABLE)
     launch = LaunchRun(workspace, bin_dir, [f"namespace:={namespace}/dcmif",
                                             f"input_image_topic:={namespace}/camera/image_raw"])
     try:
-        assert wait_until(lambda: viewer.camera.get_subscription_count() > 0 or not launch.alive(),
+        assert wait_until(lambda: camera.get_subscription_count() > 0 or not launch.alive(),
                           ACTIVATION_TIMEOUT_S), f"the node never subscribed to the camera:\n{launch.output}"
         assert launch.alive(), f"ros2 launch exited:\n{launch.output}"
         width, height = FRAME_SIZE
@@ -231,7 +205,7 @@ def test_ros2_launch_from_the_install_space_fuses_camera_frames(workspace, tmp_p
             if len({(m.header.stamp.sec, m.header.stamp.nanosec) for m in viewer.fused} & set(sent)) >= FRAMES_WANTED:
                 break
             frame = image("bgr8", width, height, sec=1_700_000_000 + n, frame_id="ws_camera")
-            viewer.camera.publish(frame)
+            camera.publish(frame)
             sent.append((frame.header.stamp.sec, frame.header.stamp.nanosec))
             time.sleep(0.25)
         fused = [m for m in viewer.fused if (m.header.stamp.sec, m.header.stamp.nanosec) in sent]
