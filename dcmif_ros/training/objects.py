@@ -84,13 +84,19 @@ def object_contrasts(image: torch.Tensor, inside: torch.Tensor, ring: torch.Tens
     return masked_means(image, inside) - masked_means(image, ring)
 
 
+def measurable(masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Which rows of ``box_masks`` are objects with a ring left to compare them with, (N, K)."""
+    _, ring, valid = masks
+    return valid & ring.any(dim=(2, 3))
+
+
 def warm_object_terms(pseudo_ir: torch.Tensor, infrared: torch.Tensor,
                       masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``inside``: L1 to the real infrared inside each object; ``contrast``: |its contrast against its ring −
     the real infrared's|; both averaged over the batch's objects (zero when it has none). ``masks``: what
     ``box_masks`` gives for the batch's boxes."""
-    inside, ring, valid = masks
-    usable = valid & ring.any(dim=(2, 3))
+    inside, ring, _ = masks
+    usable = measurable(masks)
     count = usable.sum().clamp(min=1)
     error = masked_means((pseudo_ir - infrared).abs(), inside)
     contrast = (object_contrasts(pseudo_ir, inside, ring) - object_contrasts(infrared, inside, ring)).abs()

@@ -29,8 +29,8 @@ from dcmif_ros.training.data import ImagePair, load_luminance
 from dcmif_ros.training.loop import TrainConfig
 from dcmif_ros.training.losses import (max_gradient_l1, max_intensity_l1, sobel_magnitude, thermal_region_l1,
                                        with_overrides)
-from dcmif_ros.training.objects import (box_masks, crop_boxes, read_boxes, object_contrasts, objectness_target,
-                                        warm_object_terms)
+from dcmif_ros.training.objects import (box_masks, crop_boxes, measurable, object_contrasts, objectness_target,
+                                        read_boxes, warm_object_terms)
 
 
 @dataclass(frozen=True)
@@ -349,8 +349,9 @@ class VGIIStage:
             scores["pir_warm"].append(warm_contrast(pseudo, ir))
             scores["ir_warm"].append(warm_contrast(ir, ir))
             boxes = full_frame_boxes(pair, vis.shape[-2:], self.config.device)
-            inside, ring, valid = box_masks(boxes, *vis.shape[-2:])
-            usable = (valid & ring.any(dim=(2, 3)))[0]
+            masks = box_masks(boxes, *vis.shape[-2:])
+            inside, ring, _ = masks
+            usable = measurable(masks)[0]
             for name, image in (("pir_objects", pseudo), ("ir_objects", ir)):
                 scores[name].extend(object_contrasts(image, inside, ring)[0][usable].tolist())
         self.net.rin.train()
