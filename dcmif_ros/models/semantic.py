@@ -87,7 +87,7 @@ class SemanticBranch(nn.Module):
 
     def __init__(self, config: SemanticConfig, width: int, entry_stride: int):
         super().__init__()
-        self.config, self.entry_stride = config, entry_stride
+        self.config = config
         self.features = mobilenet_v2_features(config.depth)
         shapes = layer_shapes()
         self.projections = nn.ModuleList(nn.Conv2d(shapes[tap][0], width, 1) for tap in config.taps)
