@@ -1,4 +1,5 @@
-"""A stand-in camera: photographs bundled with scikit-image, replayed as 640x480 video on ``image_raw``.
+"""A stand-in camera: photographs bundled with scikit-image (or image files given), replayed as 640x480 video on
+``image_raw``.
 
 For demos and tests without hardware. Each photo is shown for a few seconds under a slow zoom and pan, so
 consecutive frames differ as video frames do. Frames are bgr8 stamped with the node clock (sim time under
@@ -14,7 +15,8 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,7 +29,7 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from dcmif_ros.image_codec import encode_bgr8
+from dcmif_ros.image_codec import encode_bgr8, read_image
 from dcmif_ros.ros.conversions import image_message
 
 SAMPLE_PHOTOS = ("astronaut", "camera", "coffee", "rocket")
@@ -51,7 +53,10 @@ CAMERA_QOS = {
 }
 
 
-def load_sample_photos() -> list[np.ndarray]:
+def load_sample_photos(paths: Sequence[Path] = ()) -> list[np.ndarray]:
+    """The image files in ``paths`` (BGR), or scikit-image's ``SAMPLE_PHOTOS`` when there are none."""
+    if paths:
+        return [read_image(path) for path in paths]
     import skimage.data
 
     photos = [getattr(skimage.data, name)() for name in SAMPLE_PHOTOS]
@@ -61,10 +66,11 @@ def load_sample_photos() -> list[np.ndarray]:
 class SampleFrames:
     """Frame ``i`` of an endless slow zoom-and-pan over the sample photos, BGR uint8 (height, width, 3)."""
 
-    def __init__(self, size: tuple[int, int] = DEFAULT_SIZE, rate_hz: float = DEFAULT_RATE_HZ):
+    def __init__(self, size: tuple[int, int] = DEFAULT_SIZE, rate_hz: float = DEFAULT_RATE_HZ,
+                 photos: Sequence[Path] = ()):
         self.width, self.height = size
         self.rate_hz = rate_hz
-        self._photos = load_sample_photos()
+        self._photos = load_sample_photos(photos)
 
     def frame(self, index: int) -> np.ndarray:
         seconds = index / self.rate_hz
@@ -130,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=DEFAULT_SIZE[0])
     parser.add_argument("--height", type=int, default=DEFAULT_SIZE[1])
     parser.add_argument("--frame-id", default=DEFAULT_FRAME_ID)
+    parser.add_argument("--photos", nargs="+", type=Path, default=[], metavar="FILE",
+                        help="image files to replay instead of the photos bundled with scikit-image")
     return parser
 
 
@@ -138,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(remove_ros_args(argv)[1:])
     rclpy.init(args=argv)
     node = Node("sample_camera")
-    camera = SampleCamera(node, SampleFrames((args.width, args.height), args.rate), args.reliability,
+    camera = SampleCamera(node, SampleFrames((args.width, args.height), args.rate, args.photos), args.reliability,
                           args.topic, args.frame_id)
     try:
         wait_until = time.monotonic() + args.wait_for_subscriber

@@ -55,7 +55,7 @@ def test_real_infrared_takes_the_place_of_the_pseudo_infrared(trained_pieces):
     luminance, infrared = torch.rand(1, 1, 48, 64), torch.rand(1, 1, 48, 64)
     with torch.no_grad():
         coef_vis, coef_ir = net.ren(luminance), ren_from_jsrl(jsrl, "ir")(infrared)
-        weight = net.rfn(coef_vis, coef_ir)
+        weight, _ = net.rfn(coef_vis, coef_ir)
         expected = synthesize((1 - weight) * coef_vis + weight * coef_ir, net.dictionary)
         fused, gate = dual(luminance, infrared)
     assert torch.allclose(fused, expected, atol=1e-5)

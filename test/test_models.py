@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from dcmif_ros.models import JSRL, DCMIFNet, FiLMHeads, get_config
 from dcmif_ros.models.blocks import CoefficientBackbone, UNetLevel
-from dcmif_ros.models.config import BackboneConfig
+from dcmif_ros.models.config import BackboneConfig, DCMIFConfig
 from dcmif_ros.models.dcmif import dcmif_from_jsrl, ren_from_jsrl
 from dcmif_ros.models.dictionary import (
     DictionaryNormalEquations,
@@ -113,6 +113,62 @@ def test_ren_folded_solve_equals_the_term_by_term_solve(height, width):
     assert 0.0 < ren.solve_truncation() < 1e-3
 
 
+@pytest.mark.parametrize("height,width", [(48, 64), (50, 66)])
+def test_synthesis_on_pixel_blocks_is_the_direct_correlation(height, width):
+    """Sizes that divide by SYNTHESIS_BLOCK take the strided, phase-laid-out form; the others the direct one."""
+    torch.manual_seed(height)
+    dictionary = torch.randn(1, 16, 5, 5, dtype=torch.float64)
+    coefficients = torch.randn(2, 16, height, width, dtype=torch.float64)
+    direct = F.conv2d(circular_pad(coefficients, 2), dictionary)
+    assert torch.allclose(synthesize(coefficients, dictionary), direct, atol=1e-10)
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+def test_a_smooth_backbone_exit_leaves_no_block_edges(smooth):
+    """One active low-resolution cell: the transposed exit writes a hard-edged 4×4 patch, the smooth exit a
+    tent whose neighbouring pixels differ by under a third of its peak (bilinear ×4 steps: ¼ of the cell, whose
+    peak pixel is ⅞ of it)."""
+    torch.manual_seed(6)
+    backbone = CoefficientBackbone(1, 1, BackboneConfig(width=4, smooth_exit=smooth))
+    cell = torch.zeros(1, 4, 8, 8)
+    cell[0, :, 4, 4] = 1.0
+    with torch.no_grad():
+        backbone.exit.bias.zero_() if not smooth else backbone.exit.project.bias.zero_()
+        image = backbone.exit(cell)[0, 0].abs()
+    steps = torch.cat([(image[1:] - image[:-1]).abs().flatten(), (image[:, 1:] - image[:, :-1]).abs().flatten()])
+    assert image.shape == (32, 32)
+    if smooth:
+        assert steps.max() < image.max() / 3
+        assert (image > 0).sum() > 16  # it spreads beyond its own cell
+    else:
+        assert (image > 0).sum() <= 16 and steps.max() > image.max() / 3
+
+
+def test_rin_gain_starts_as_the_identity_and_can_remove_visible_detail():
+    """S_pir = G ⊙ S + O: near the identity at initialisation; a closed gain leaves only the smooth offset, which
+    is how RIN with a smooth exit takes out detail the infrared camera does not see."""
+    torch.manual_seed(7)
+    net = DCMIFNet(TINY)
+    coefficients, luminance = torch.randn(1, TINY.atoms, 64, 64), torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        assert (net.rin(coefficients, luminance) - coefficients).abs().max() < 0.05
+        bias = net.rin.backbone.exit.project.bias
+        bias[: TINY.atoms] = -30.0  # gain 2σ(−30) ≈ 0
+        bias[TINY.atoms :] = 0.5
+        closed = net.rin(coefficients, luminance)
+    assert (closed - 0.5).abs().max() < 0.05
+
+
+def test_configs_written_before_smooth_exits_load_with_transposed_exits():
+    old = TINY.to_dict()
+    for key in ("coenet", "rin", "rfn"):
+        del old[key]["smooth_exit"]
+    del old["rin_gain"]
+    loaded = DCMIFConfig.from_dict(old)
+    assert not loaded.rin.smooth_exit and not loaded.rfn.smooth_exit and not loaded.rin_gain
+    assert TINY.rin.smooth_exit and TINY.rfn.smooth_exit and not TINY.coenet.smooth_exit
+
+
 def test_backbone_with_two_inputs_is_the_backbone_of_their_concatenation():
     torch.manual_seed(5)
     backbone = CoefficientBackbone(12, 4, BackboneConfig(width=8))
@@ -187,8 +243,10 @@ def test_gate_mixes_the_two_coefficient_maps():
     net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach()).eval()
     with torch.no_grad():
         out = net.infer(torch.rand(1, 1, 64, 64), *net.identity_film())
-        weight = net.rfn(out.coef_vis, out.coef_pseudo_ir)
+        weight, gate = net.rfn(out.coef_vis, out.coef_pseudo_ir)
         fused = synthesize(weight * out.coef_pseudo_ir + (1 - weight) * out.coef_vis, net.dictionary)
+    # the smooth exit takes the mean over atoms at low resolution: the same as after upsampling (bilinear is linear)
+    assert torch.allclose(gate, weight.mean(1, keepdim=True), atol=1e-6)
     assert out.gate.shape == (1, 1, 64, 64)
     assert 0.0 <= out.gate.min() and out.gate.max() <= 1.0
     assert torch.allclose(fused, out.fused, atol=1e-6)

@@ -6,6 +6,7 @@ import dataclasses
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 import rclpy.logging
@@ -28,7 +29,7 @@ from dcmif_ros.ros.health import (
 from dcmif_ros.ros.problem_log import ProblemKind, ProblemLog
 from dcmif_ros.ros.qos import plausible_loss
 from dcmif_ros.ros.parameters import OutputSwitches, RuntimeSettings, runtime_change_problem
-from dcmif_ros.sample_camera import SampleFrames
+from dcmif_ros.sample_camera import SECONDS_PER_PHOTO, SampleFrames
 
 
 def healthy_report(**changes) -> NodeReport:
@@ -168,6 +169,17 @@ def test_sample_frames_look_like_video():
     assert first.shape == (480, 640, 3) and first.dtype == np.uint8
     step = np.abs(first.astype(int) - second).mean()
     assert 0 < step < np.abs(first.astype(int) - later).mean(), "consecutive frames differ a little, later ones more"
+
+
+def test_sample_frames_replay_the_photos_given(tmp_path):
+    paths = []
+    for index, value in enumerate((40, 200)):
+        paths.append(tmp_path / f"scene{index}.png")
+        cv2.imwrite(str(paths[-1]), np.full((120, 160, 3), value, np.uint8))
+    frames = SampleFrames(size=(64, 48), rate_hz=1.0, photos=paths)
+    seconds_per_photo = int(SECONDS_PER_PHOTO)
+    assert frames.frame(0).shape == (48, 64, 3)
+    assert (frames.frame(0) == 40).all() and (frames.frame(seconds_per_photo) == 200).all()
 
 
 @pytest.mark.parametrize(("reported", "counted"), [(1, 1), (300, 300), (2147483647, 1), (-5, 1)])

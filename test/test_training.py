@@ -151,6 +151,21 @@ def test_overrides_name_what_is_wrong(synthetic_dataset, chain, tmp_path, capsys
         assert "expected NAME=NUMBER with a finite number >= 0" in capsys.readouterr().err
 
 
+def test_vgii_init_fine_tunes_another_runs_rin_and_names_what_starts_fresh(synthetic_dataset, chain, tmp_path,
+                                                                           capsys):
+    out = run_on(chain, tmp_path)
+    started = chain / "vgii" / "final.pt"
+    assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(out), *SMALL_RUN, "--lr", "0",
+                  "--init", str(started)]) == 0
+    assert f"started from {started}; fresh: none" in capsys.readouterr().out
+    before, after = (torch.load(p, weights_only=False)["net"] for p in (started, out / "vgii" / "final.pt"))
+    rin = [key for key in before if key.startswith("rin.")]
+    assert rin and all(torch.equal(before[key], after[key]) for key in rin)  # lr 0: RIN is the one it started from
+    assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(out), *SMALL_RUN,
+                  "--init", str(chain / "jsrl" / "final.pt")]) == 2
+    assert "is a 'jsrl' output, not a vgii one" in capsys.readouterr().err
+
+
 def test_a_stage_without_its_predecessor_names_the_missing_file(synthetic_dataset, tmp_path, capsys):
     assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(tmp_path), *SMALL_RUN]) == 2
     assert f"{tmp_path / 'jsrl' / 'final.pt'} not found" in capsys.readouterr().err

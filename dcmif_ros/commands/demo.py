@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--camera-qos", choices=CAMERA_RELIABILITIES, default="best_effort",
                         help="best_effort as RealSense publishes, reliable as usb_cam does (default: best_effort)")
     parser.add_argument("--rows", type=int, default=4, help="rows of the contact sheet (default: %(default)s)")
+    parser.add_argument("--photos", nargs="+", type=Path, default=[], metavar="FILE",
+                        help="image files the sample camera replays, each for 4 s (default: the photos bundled "
+                             "with scikit-image); make run passes night street scenes from ../shared/data")
     parser.set_defaults(func=run)
 
 
@@ -61,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from dcmif_ros.inference.pipeline import default_model_path
     from dcmif_ros.ros.live_run import LiveRunConfig, run_live
 
+    missing = [str(path) for path in args.photos if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--photos: no such image file: {', '.join(missing)}")
     model = (args.model or default_model_path()).resolve()
     if not model.is_file():
         raise FileNotFoundError(f"model {model} not found: export a model there or pass --model")
@@ -69,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
           f"its log: {args.out / 'dcmif_node.log'}", flush=True)
     result = run_live(LiveRunConfig(out_dir=args.out, node_parameters=parameters, rate_hz=args.rate,
                                     duration_s=args.duration, camera_reliability=args.camera_qos,
-                                    sample_rows=args.rows))
+                                    sample_rows=args.rows, photos=tuple(args.photos)))
     if not result.fused_received:
         raise RuntimeError(f"no fused image came back from dcmif_node in {args.duration:g} s "
                            f"({result.published} frames published); see {args.out / 'dcmif_node.log'}")

@@ -39,6 +39,10 @@ def register(subparsers) -> None:
     parser.add_argument("--val-images", type=int, default=8, help="validation pairs used each time")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="write last.pt every N steps")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/<stage>/last.pt")
+    parser.add_argument("--init", metavar="PATH",
+                        help="vgii: start RIN, the FiLM heads and the objectness head from another run's "
+                             "<run>/vgii/final.pt (fine-tuning); layers whose names or shapes differ keep their "
+                             "fresh initialisation and are listed")
     parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     parser.add_argument("--ship", metavar="PATH",
                         help="after afri, write the shipped checkpoint here (e.g. models/dcmif_tiny.pt); after "
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         prior=args.prior, workers=args.workers,
         extra={"feature_network": args.feature_network, "afri_target": args.afri_target,
-               "loss_weights": dict(args.loss_weights)},
+               "loss_weights": dict(args.loss_weights), "init": args.init},
     )
     stages = STAGES if args.stage == "all" else (args.stage,)
     check_crop(config.crop, stages, config.model)

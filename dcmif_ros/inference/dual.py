@@ -45,9 +45,9 @@ class DualDCMIF(nn.Module):
 
     def forward(self, luminance: torch.Tensor, infrared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         coef_vis, coef_ir = self.ren_vis(luminance), self.ren_ir(infrared)
-        weight_ir = self.rfn(coef_vis, coef_ir)
+        weight_ir, gate = self.rfn(coef_vis, coef_ir)
         fused = synthesize(coef_vis + weight_ir * (coef_ir - coef_vis), self.dictionary)
-        return fused, weight_ir.mean(1, keepdim=True)
+        return fused, gate
 
 
 def dual_from_dcmif(net: DCMIFNet, jsrl: JSRL) -> DualDCMIF:

@@ -5,8 +5,8 @@ not need to be: the backbone enters with a ``entry_stride``×``entry_stride`` st
 map as pixel-unshuffle + 1×1 convolution, without the 6-D transposes that onnxruntime runs slowly), runs
 depthwise-separable residual blocks with channel attention at that level and at each coarser one (a level per
 entry of ``blocks_per_level``, each at half the resolution and twice the width of the one above), and leaves
-with the matching transposed convolution. That is how the ``tiny`` preset stays within a few GFLOPs per
-640×480 frame.
+with the matching transposed convolution or, smoother and cheaper, a 1×1 convolution and bilinear upsampling.
+That is how the ``tiny`` preset stays within a few GFLOPs per 640×480 frame.
 """
 from __future__ import annotations
 
@@ -92,6 +92,23 @@ class UNetLevel(nn.Module):
         return self.merge(upper + self.up(self.lower(self.down(upper))))
 
 
+class SmoothExit(nn.Module):
+    """Low resolution → full resolution without a block pattern: a 1×1 convolution where the features are, then
+    bilinear upsampling (the same map as upsampling first and convolving after, at 1/stride² of the cost).
+    Users that squash the output (RIN's gain, RFN's gate) do it between the two, at low resolution too."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.project = nn.Conv2d(in_channels, out_channels, 1)
+        self.stride = stride
+
+    def upsample(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=self.stride, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upsample(self.project(x))
+
+
 class CoefficientBackbone(UNetLevel):
     """Full-resolution ``in_channels`` → full-resolution ``out_channels`` through a low-resolution U-Net.
 
@@ -106,16 +123,22 @@ class CoefficientBackbone(UNetLevel):
         levels = dict(self._modules)  # and first in state_dict (RIN fingerprints hash it in that order)
         self._modules.clear()
         self._modules.update(entry=entry, **levels)
-        self.exit = nn.ConvTranspose2d(width, out_channels, stride, stride=stride)
-        nn.init.normal_(self.exit.weight, std=NEAR_ZERO_INIT_STD)
-        nn.init.zeros_(self.exit.bias)
+        self.exit = (SmoothExit(width, out_channels, stride) if config.smooth_exit else
+                     nn.ConvTranspose2d(width, out_channels, stride, stride=stride))
+        output = self.exit.project if config.smooth_exit else self.exit
+        nn.init.normal_(output.weight, std=NEAR_ZERO_INIT_STD)
+        nn.init.zeros_(output.bias)
 
     def forward(self, *inputs: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         """Several inputs act as their channel concatenation, without building it at full resolution: the
         entry convolution is applied per input with its slice of the weights and summed at low resolution.
         ``guide`` (features at the entry's resolution and width) is added to the first level's input."""
+        return self.exit(self.trunk(*inputs, guide=guide))
+
+    def trunk(self, *inputs: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """The U-Net's output at the entry resolution, before ``exit``."""
         entered = self.enter(inputs)
-        return self.exit(super().forward(entered if guide is None else entered + guide))
+        return super().forward(entered if guide is None else entered + guide)
 
     def enter(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if len(inputs) == 1:

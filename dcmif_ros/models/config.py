@@ -49,13 +49,17 @@ class BackboneConfig:
     ``entry_stride`` is the pixel-unshuffle factor from full resolution to the first level; the heavy
     work runs there and below, which is what keeps the full-resolution cost small. ``blocks_per_level`` has an
     entry per level, each level at half the resolution and twice the width of the one above: coarse levels
-    add receptive field (context) for few FLOPs.
+    add receptive field (context) for few FLOPs. ``smooth_exit`` leaves through a low-resolution 1×1
+    convolution and a bilinear upsampling instead of the transposed convolution: the transposed convolution
+    writes an independent ``entry_stride``² patch per cell, which RIN's pseudo-IR and RFN's gate showed as a
+    block grid (docs/model.md, "Semantics"); the smooth exit cannot.
     """
 
     width: int
     blocks_per_level: tuple[int, ...] = (1, 1)
     entry_stride: int = 4
     expansion: int = 2
+    smooth_exit: bool = False
 
     @property
     def deepest_stride(self) -> int:
@@ -77,6 +81,11 @@ class DCMIFConfig:
     before the crop existed: its fused and pseudo-IR outputs move by at most 0.04 of a grey level).
     ``semantic`` adds the pretrained semantic branch F_sem to RIN (``models/semantic.py``); None is the paper's
     RIN alone (and what checkpoints written before the branch existed hold).
+    ``rin_gain`` has RIN predict a per-atom gain field G and offset field O instead of a residual alone:
+    S_pir = G ⊙ S_fm + O, G = 2σ(·) ∈ (0, 2) (1 at initialisation). With a smooth exit a residual can only
+    add smooth fields, which leaves every visible edge in the pseudo-IR (an edge map); the gain removes
+    the visible detail an infrared camera would not see, region by region, and the offset adds the warmth.
+    It is FiLM's (γ, β) per atom made spatial. False is the paper's residual RIN.
     """
 
     name: str
@@ -94,6 +103,7 @@ class DCMIFConfig:
     solve_kernel_size: int = 33
     text_feature_dim: int = 384
     semantic: SemanticConfig | None = None
+    rin_gain: bool = False
 
     @property
     def pad_multiple(self) -> int:
@@ -125,7 +135,7 @@ class DCMIFConfig:
     def with_encoder_of(self, trained: "DCMIFConfig") -> "DCMIFConfig":
         """This config for the networks trained after JSRL (RIN, RFN), after checking that a JSRL trained with
         ``trained`` fits it: the fields JSRL's weights depend on must agree, the later networks' need not."""
-        differ = self.differences(trained, ignore=frozenset({"name", "rin", "rfn", "text_feature_dim", "semantic"}))
+        differ = self.differences(trained, ignore=frozenset({"name", "rin", "rfn", "text_feature_dim", "semantic", "rin_gain"}))
         if differ:
             raise ValueError(f"the JSRL stage was trained with another encoder than the {self.name} preset: "
                              + "; ".join(differ))
@@ -156,17 +166,25 @@ class DCMIFConfig:
 
 PRESETS: dict[str, DCMIFConfig] = {
     # the semantic branch is what makes people and vehicles warm (docs/model.md, "Semantics")
-    "tiny": DCMIFConfig(name="tiny", atoms=16, semantic=SemanticConfig()),
+    "tiny": DCMIFConfig(
+        name="tiny",
+        atoms=16,
+        rin=BackboneConfig(width=32, blocks_per_level=(2, 2), smooth_exit=True),
+        rfn=BackboneConfig(width=24, smooth_exit=True),
+        semantic=SemanticConfig(),
+        rin_gain=True,
+    ),
     "base": DCMIFConfig(
         name="base",
         atoms=64,
         coenet=BackboneConfig(width=64, blocks_per_level=(2, 2), entry_stride=2),
         # four levels (down to 1/16 of the frame): inferring infrared takes context. Measured on tiny, a
         # four-level RIN's first pass is closer to the real infrared (docs/model.md, "RIN depth")
-        rin=BackboneConfig(width=64, blocks_per_level=(3, 3, 2, 2), entry_stride=2),
-        rfn=BackboneConfig(width=64, blocks_per_level=(2, 2), entry_stride=2),
+        rin=BackboneConfig(width=64, blocks_per_level=(3, 3, 2, 2), entry_stride=2, smooth_exit=True),
+        rfn=BackboneConfig(width=64, blocks_per_level=(2, 2), entry_stride=2, smooth_exit=True),
         dicnet_width=64,
         semantic=SemanticConfig(),
+        rin_gain=True,
     ),
 }
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dcmif_ros.models.blocks import CoefficientBackbone
+from dcmif_ros.models.blocks import CoefficientBackbone, SmoothExit
 from dcmif_ros.models.config import DCMIFConfig
 from dcmif_ros.models.dictionary import normalize_atoms, solver_filter, synthesize
 from dcmif_ros.models.jsrl import JSRL, REN
@@ -21,12 +21,15 @@ from dcmif_ros.models.semantic import SemanticBranch
 
 
 class RIN(nn.Module):
-    """Representation inference: visible coefficients → pseudo-infrared coefficients (residual, starts as identity),
-    guided by the semantic branch F_sem of the visible luminance when the config has one."""
+    """Representation inference: visible coefficients → pseudo-infrared coefficients (a residual, or a gain and an
+    offset field with ``config.rin_gain``; either starts as the identity), guided by the semantic branch F_sem
+    of the visible luminance when the config has one."""
 
     def __init__(self, config: DCMIFConfig):
         super().__init__()
-        self.backbone = CoefficientBackbone(config.atoms, config.atoms, config.rin)
+        self.gain = config.rin_gain
+        outputs = 2 * config.atoms if self.gain else config.atoms
+        self.backbone = CoefficientBackbone(config.atoms, outputs, config.rin)
         self.semantic = (None if config.semantic is None else
                          SemanticBranch(config.semantic, config.rin.width, config.rin.entry_stride))
 
@@ -34,7 +37,12 @@ class RIN(nn.Module):
         return None if self.semantic is None else self.semantic(luminance)
 
     def guided(self, coefficients: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
-        return coefficients + self.backbone(coefficients, guide=guide)
+        if not self.gain:
+            return coefficients + self.backbone(coefficients, guide=guide)
+        exit = self.backbone.exit  # a SmoothExit: the gain is squashed at low resolution, then both upsampled
+        gain, offset = exit.project(self.backbone.trunk(coefficients, guide=guide)).chunk(2, dim=1)
+        # apart, not as one tensor: a full-resolution concatenation and split cost more than the upsampling
+        return exit.upsample(2.0 * torch.sigmoid(gain)) * coefficients + exit.upsample(offset)
 
     def forward(self, coefficients: torch.Tensor, luminance: torch.Tensor) -> torch.Tensor:
         return self.guided(coefficients, self.guide(luminance))
@@ -60,15 +68,23 @@ class RFN(nn.Module):
 
     A softmax over two sources depends only on the difference of their logits, so the network predicts that
     difference and the gate is its sigmoid: the same family as the paper's softmax, at half the output cost
-    and without a softmax over a non-final axis (slow in onnxruntime).
+    and without a softmax over a non-final axis (slow in onnxruntime). With a smooth exit the sigmoid and the
+    gate map (the mean over atoms) are taken at low resolution and upsampled: the same smooth gate at a
+    sixteenth of their full-resolution cost.
     """
 
     def __init__(self, config: DCMIFConfig):
         super().__init__()
         self.backbone = CoefficientBackbone(2 * config.atoms, config.atoms, config.rfn)
 
-    def forward(self, vis: torch.Tensor, pseudo_ir: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.backbone(vis, pseudo_ir))  # W_pir, (N, B, H, W)
+    def forward(self, vis: torch.Tensor, pseudo_ir: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_pir (N, B, H, W) and its mean over atoms, the gate map (N, 1, H, W)."""
+        exit = self.backbone.exit
+        if not isinstance(exit, SmoothExit):
+            weight = torch.sigmoid(self.backbone(vis, pseudo_ir))
+            return weight, weight.mean(1, keepdim=True)
+        weight = torch.sigmoid(exit.project(self.backbone.trunk(vis, pseudo_ir)))
+        return exit.upsample(weight), exit.upsample(weight.mean(1, keepdim=True))
 
 
 @dataclass
@@ -96,12 +112,12 @@ class DCMIFNet(nn.Module):
         coef_vis = self.ren(luminance)
         modulated = gamma.reshape(-1, self.config.atoms, 1, 1) * coef_vis + beta.reshape(-1, self.config.atoms, 1, 1)
         coef_pir = self.rin(modulated, luminance)
-        weight_pir = self.rfn(coef_vis, coef_pir)
+        weight_pir, gate = self.rfn(coef_vis, coef_pir)
         coef_fused = coef_vis + weight_pir * (coef_pir - coef_vis)  # W_vis ⊙ S_vis + W_pir ⊙ S_pir
         return DCMIFOutput(
             fused=synthesize(coef_fused, self.dictionary),
             pseudo_ir=synthesize(coef_pir, self.dictionary),
-            gate=weight_pir.mean(1, keepdim=True),
+            gate=gate,
             coef_vis=coef_vis,
             coef_pseudo_ir=coef_pir,
         )

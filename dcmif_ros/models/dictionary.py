@@ -26,10 +26,43 @@ def circular_pad(x: torch.Tensor, radius: int) -> torch.Tensor:
     return F.pad(x, (radius, radius, radius, radius), mode="circular") if radius else x
 
 
+SYNTHESIS_BLOCK = 4  # synthesis writes 4×4 pixel blocks per output position (measured: half the time of 1×1)
+
+
+@functools.lru_cache(maxsize=8)
+def _phase_indices(kernel_size: int, factor: int, device: torch.device) -> torch.Tensor:
+    """Gather indices (cached) laying a k×k atom out as ``phase_dictionary``'s factor² shifted copies (index k²
+    picks an appended zero); a constant gather keeps the weight's shape known to the ONNX tracer."""
+    size = kernel_size + factor - 1
+    source = torch.arange(size)[None, :] - torch.arange(factor)[:, None]  # (phase, position): atom row or column
+    inside = (source >= 0) & (source < kernel_size)
+    rows, cols = source[:, None, :, None], source[None, :, None, :]  # (oy, ox, y, x) once broadcast
+    valid = inside[:, None, :, None] & inside[None, :, None, :]
+    index = torch.where(valid, rows * kernel_size + cols, kernel_size * kernel_size)
+    return index.reshape(factor * factor, size, size).to(device)
+
+
+def phase_dictionary(dictionary: torch.Tensor, factor: int) -> torch.Tensor:
+    """D as the weight of a stride-``factor`` correlation that writes factor×factor pixel blocks:
+    (factor², B, factor + k − 1, factor + k − 1), output channel oy·factor + ox holding D shifted by (oy, ox)."""
+    atoms, kernel_size = dictionary.shape[1], dictionary.shape[-1]
+    flat = F.pad(dictionary.reshape(atoms, kernel_size * kernel_size), (0, 1))
+    return flat[:, _phase_indices(kernel_size, factor, dictionary.device)].transpose(0, 1)
+
+
 def synthesize(coefficients: torch.Tensor, dictionary: torch.Tensor) -> torch.Tensor:
-    """I = D ⋆ S (TailNet): (N,B,H,W) coefficients → (N,1,H,W) image."""
+    """I = D ⋆ S (TailNet): (N,B,H,W) coefficients → (N,1,H,W) image.
+
+    Where H and W divide by ``SYNTHESIS_BLOCK`` the same sums run as a strided correlation with
+    ``phase_dictionary`` and a pixel shuffle: onnxruntime runs a convolution with one output channel as a
+    matrix-vector product, and this one as a matrix product with 16 (10 → 5.6 ms per 320×240 image here).
+    """
     radius = dictionary.shape[-1] // 2
-    return F.conv2d(circular_pad(coefficients, radius), dictionary)
+    padded = circular_pad(coefficients, radius)
+    if coefficients.shape[-2] % SYNTHESIS_BLOCK or coefficients.shape[-1] % SYNTHESIS_BLOCK:
+        return F.conv2d(padded, dictionary)
+    blocks = F.conv2d(padded, phase_dictionary(dictionary, SYNTHESIS_BLOCK), stride=SYNTHESIS_BLOCK)
+    return F.pixel_shuffle(blocks, SYNTHESIS_BLOCK)
 
 
 def adjoint_weight(dictionary: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ class LiveRunConfig:
     frame_size: tuple[int, int] = DEFAULT_SIZE
     camera_reliability: str = "best_effort"
     sample_rows: int = 0  # (input, pseudo-thermal, fused) triples to keep, spread over the run
+    photos: tuple[Path, ...] = ()  # image files the sample camera replays (none: its bundled photos)
     startup_timeout_s: float = 180.0
 
 
@@ -140,7 +141,7 @@ class _Viewer:
         self._executor = SingleThreadedExecutor(context=context)
         self._executor.add_node(self._node)
         self._clock = self._node.get_clock()
-        self._camera = SampleCamera(self._node, SampleFrames(config.frame_size, config.rate_hz),
+        self._camera = SampleCamera(self._node, SampleFrames(config.frame_size, config.rate_hz, config.photos),
                                     config.camera_reliability, INPUT_TOPIC, on_frame=self._on_camera_frame)
         self._latencies_ms: list[float] = []
         self._fused_times: list[float] = []

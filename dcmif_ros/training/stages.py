@@ -48,7 +48,7 @@ class VGIIWeights:
     # image's edges, the edge map users saw: weakened from the paper's 0.5 (docs/model.md, "Semantics")
     gradient: float = 0.1
     warm_inside: float = 2.0  # labelled objects: L1 to the real infrared inside each box
-    warm_contrast: float = 4.0  # labelled objects: their contrast against a ring around them, as the real IR's
+    warm_contrast: float = 6.0  # labelled objects: their contrast against a ring around them, as the real IR's
     objectness: float = 0.2  # the semantic branch's auxiliary objectness head (training only)
 
 
@@ -261,6 +261,25 @@ class VGIIStage:
         self.film_only_from_step = max(self.prior_from_step + 1, (3 * config.steps) // 4) if self.use_prior else never
         self.checked_final_features = False
         self.weights = with_overrides(VGIIWeights(), config.extra.get("loss_weights"))
+        if config.extra.get("init"):
+            self.start_from(Path(config.extra["init"]))
+
+    def start_from(self, path: Path) -> None:
+        """Fine-tune: RIN, FiLM and objectness weights from another VGII output where names and shapes match."""
+        if not path.is_file():
+            raise FileNotFoundError(f"--init {path}: no such VGII output (a <run>/vgii/final.pt)")
+        previous = torch.load(path, map_location=self.config.device, weights_only=False)
+        if previous.get("stage") != self.name:
+            raise ValueError(f"--init {path} is a {previous.get('stage')!r} output, not a vgii one")
+        rin = {k.removeprefix("rin."): v for k, v in previous["net"].items() if k.startswith("rin.")}
+        fresh = []
+        for module, state in ((self.net.rin, rin), (self.film, previous["film"]),
+                              (self.objectness, previous.get("objectness", {}))):
+            own = module.state_dict()
+            fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+            fresh += [k for k in own if k not in fitting]
+            module.load_state_dict(fitting, strict=False)
+        print(f"vgii: started from {path}; fresh: {', '.join(fresh) or 'none'}")
 
     def trainable(self) -> list[dict]:
         semantic = self.net.rin.semantic
@@ -361,7 +380,7 @@ class VGIIStage:
         if self.use_prior:  # a no-op unless the run was too short for its FiLM-only phase
             self.cache.ensure(self.train_pairs + self.val_pairs, self.net, self.encoder, current=True)
         return {"stage": self.name, "model_config": self.net.config.to_dict(), "net": self.net.state_dict(),
-                "film": self.film.state_dict(),
+                "film": self.film.state_dict(), "objectness": self.objectness.state_dict(),
                 "prior_encoder_id": self.encoder.encoder_id, "prior_feature_dim": self.encoder.feature_dim,
                 "use_prior": self.use_prior, "prior_cache": str(self.cache.path),
                 "prior_fingerprint": self.cache.fingerprint, "validation": self.validate()}
