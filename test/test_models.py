@@ -159,12 +159,32 @@ def test_rin_gain_starts_as_the_identity_and_can_remove_visible_detail():
     assert (closed - 0.5).abs().max() < 0.05
 
 
+def test_objectness_warms_rin_where_the_semantic_branch_finds_objects():
+    """The objectness map (σ of the head's logits) times the learned warmth vector enters the offset field: with
+    the map saturated at 1 the pseudo-IR coefficients move by exactly that vector; at 0 they do not move."""
+    torch.manual_seed(8)
+    net = DCMIFNet(TINY)
+    coefficients, luminance = torch.randn(1, TINY.atoms, 64, 64), torch.rand(1, 1, 64, 64)
+    warmth = torch.linspace(-0.5, 0.5, TINY.atoms)
+    with torch.no_grad():
+        cold = net.rin(coefficients, luminance)
+        net.rin.warmth.copy_(warmth)
+        head = net.rin.semantic.objectness
+        head.weight.zero_()
+        head.bias.fill_(-40.0)  # nothing found
+        assert torch.allclose(net.rin(coefficients, luminance), cold, atol=1e-6)
+        head.bias.fill_(40.0)  # an object everywhere
+        warm = net.rin(coefficients, luminance)
+    assert torch.allclose(warm - cold, warmth.reshape(1, -1, 1, 1).expand_as(cold), atol=1e-5)
+
+
 def test_configs_written_before_smooth_exits_load_with_transposed_exits():
     old = TINY.to_dict()
     for key in ("coenet", "rin", "rfn"):
         del old[key]["smooth_exit"]
-    del old["rin_gain"]
+    del old["rin_gain"], old["semantic"]["objectness"]
     loaded = DCMIFConfig.from_dict(old)
+    assert not loaded.semantic.objectness
     assert not loaded.rin.smooth_exit and not loaded.rfn.smooth_exit and not loaded.rin_gain
     assert TINY.rin.smooth_exit and TINY.rfn.smooth_exit and not TINY.coenet.smooth_exit
 

@@ -40,9 +40,9 @@ def register(subparsers) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=100, help="write last.pt every N steps")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/<stage>/last.pt")
     parser.add_argument("--init", metavar="PATH",
-                        help="vgii: start RIN, the FiLM heads and the objectness head from another run's "
-                             "<run>/vgii/final.pt (fine-tuning); layers whose names or shapes differ keep their "
-                             "fresh initialisation and are listed")
+                        help="vgii: start RIN (with its semantic branch) and the FiLM heads from another run's "
+                             "<run>/vgii/final.pt or last.pt (fine-tuning); layers whose names or shapes differ "
+                             "keep their fresh initialisation and are listed")
     parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     parser.add_argument("--ship", metavar="PATH",
                         help="after afri, write the shipped checkpoint here (e.g. models/dcmif_tiny.pt); after "

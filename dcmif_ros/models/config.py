@@ -22,6 +22,9 @@ class SemanticConfig:
     """
 
     taps: tuple[int, ...] = (6, 13)
+    # an objectness head on the guide (trained on the labelled boxes) whose map RIN adds as warmth: a learned
+    # per-atom vector times the map, in the offset field (``DCMIFConfig.rin_gain``); False: no head
+    objectness: bool = False
 
     @property
     def depth(self) -> int:
@@ -160,7 +163,7 @@ class DCMIFConfig:
             sub["blocks_per_level"] = tuple(sub["blocks_per_level"])
             data[key] = BackboneConfig(**sub)
         if data.get("semantic") is not None:
-            data["semantic"] = SemanticConfig(taps=tuple(data["semantic"]["taps"]))
+            data["semantic"] = SemanticConfig(**{**data["semantic"], "taps": tuple(data["semantic"]["taps"])})
         return cls(**data)
 
 
@@ -171,7 +174,7 @@ PRESETS: dict[str, DCMIFConfig] = {
         atoms=16,
         rin=BackboneConfig(width=32, blocks_per_level=(2, 2), smooth_exit=True),
         rfn=BackboneConfig(width=24, smooth_exit=True),
-        semantic=SemanticConfig(),
+        semantic=SemanticConfig(objectness=True),
         rin_gain=True,
     ),
     "base": DCMIFConfig(
@@ -183,7 +186,7 @@ PRESETS: dict[str, DCMIFConfig] = {
         rin=BackboneConfig(width=64, blocks_per_level=(3, 3, 2, 2), entry_stride=2, smooth_exit=True),
         rfn=BackboneConfig(width=64, blocks_per_level=(2, 2), entry_stride=2, smooth_exit=True),
         dicnet_width=64,
-        semantic=SemanticConfig(),
+        semantic=SemanticConfig(objectness=True),
         rin_gain=True,
     ),
 }

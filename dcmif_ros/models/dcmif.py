@@ -23,7 +23,8 @@ from dcmif_ros.models.semantic import SemanticBranch
 class RIN(nn.Module):
     """Representation inference: visible coefficients → pseudo-infrared coefficients (a residual, or a gain and an
     offset field with ``config.rin_gain``; either starts as the identity), guided by the semantic branch F_sem
-    of the visible luminance when the config has one."""
+    of the visible luminance when the config has one, and warmed where its objectness map finds people,
+    bicycles and cars when the branch has that head."""
 
     def __init__(self, config: DCMIFConfig):
         super().__init__()
@@ -32,6 +33,11 @@ class RIN(nn.Module):
         self.backbone = CoefficientBackbone(config.atoms, outputs, config.rin)
         self.semantic = (None if config.semantic is None else
                          SemanticBranch(config.semantic, config.rin.width, config.rin.entry_stride))
+        self.warmth = None
+        if self.semantic is not None and self.semantic.objectness is not None:
+            if not self.gain:
+                raise ValueError("the semantic branch's objectness warmth needs rin_gain (it enters the offset field)")
+            self.warmth = nn.Parameter(torch.zeros(config.atoms))  # the coefficients of a warm object, per atom
 
     def guide(self, luminance: torch.Tensor) -> torch.Tensor | None:
         return None if self.semantic is None else self.semantic(luminance)
@@ -41,6 +47,8 @@ class RIN(nn.Module):
             return coefficients + self.backbone(coefficients, guide=guide)
         exit = self.backbone.exit  # a SmoothExit: the gain is squashed at low resolution, then both upsampled
         gain, offset = exit.project(self.backbone.trunk(coefficients, guide=guide)).chunk(2, dim=1)
+        if self.warmth is not None and guide is not None:  # object warmth: objectness map × a learned atom vector
+            offset = offset + self.warmth.reshape(1, -1, 1, 1) * torch.sigmoid(self.semantic.objectness(guide))
         # apart, not as one tensor: a full-resolution concatenation and split cost more than the upsampling
         return exit.upsample(2.0 * torch.sigmoid(gain)) * coefficients + exit.upsample(offset)
 

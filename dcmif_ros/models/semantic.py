@@ -95,6 +95,8 @@ class SemanticBranch(nn.Module):
             nn.init.normal_(projection.weight, std=NEAR_ZERO_INIT_STD)
             nn.init.zeros_(projection.bias)
         self.upsampling = [shapes[tap][1] // entry_stride for tap in config.taps]
+        # where the labelled objects (people, bicycles, cars) are, at RIN's entry stride (logits)
+        self.objectness = nn.Conv2d(width, 1, 1) if config.objectness else None
 
     def load_pretrained(self, path: str | Path | None = None) -> None:
         """ImageNet weights for the kept layers (the stem's three colour filters summed: a grey input)."""

@@ -49,7 +49,7 @@ class VGIIWeights:
     gradient: float = 0.1
     warm_inside: float = 2.0  # labelled objects: L1 to the real infrared inside each box
     warm_contrast: float = 6.0  # labelled objects: their contrast against a ring around them, as the real IR's
-    objectness: float = 0.2  # the semantic branch's auxiliary objectness head (training only)
+    objectness: float = 0.2  # the semantic branch's objectness head (BCE on the labelled boxes' cover)
 
 
 SEMANTIC_LR_SCALE = 0.1  # the pretrained MobileNetV2 layers fine-tune at a tenth of --lr
@@ -249,8 +249,6 @@ class VGIIStage:
         semantic = self.net.rin.semantic
         if semantic is not None:
             semantic.load_pretrained()
-        # training only, never exported: objectness from the semantic guide at RIN's entry stride
-        self.objectness = torch.nn.Conv2d(self.net.config.rin.width, 1, 1).to(config.device)
         self.ir_encoder = ren_from_jsrl(jsrl, "ir").to(config.device)
         self.encoder = make_prior_encoder(config.prior)
         self.use_prior = not getattr(self.encoder, "is_identity", False)
@@ -265,16 +263,25 @@ class VGIIStage:
             self.start_from(Path(config.extra["init"]))
 
     def start_from(self, path: Path) -> None:
-        """Fine-tune: RIN, FiLM and objectness weights from another VGII output where names and shapes match."""
+        """Fine-tune: RIN and FiLM weights from another VGII output (``final.pt``) or checkpoint (``last.pt``) where
+        names and shapes match (an objectness head trained beside RIN, as runs before the head was part of RIN
+        had it, becomes RIN's)."""
         if not path.is_file():
-            raise FileNotFoundError(f"--init {path}: no such VGII output (a <run>/vgii/final.pt)")
+            raise FileNotFoundError(f"--init {path}: no such VGII output or checkpoint")
         previous = torch.load(path, map_location=self.config.device, weights_only=False)
-        if previous.get("stage") != self.name:
-            raise ValueError(f"--init {path} is a {previous.get('stage')!r} output, not a vgii one")
-        rin = {k.removeprefix("rin."): v for k, v in previous["net"].items() if k.startswith("rin.")}
+        checkpoint = previous.get("stage")
+        if isinstance(checkpoint, dict) and "rin" in checkpoint:  # a last.pt
+            rin, film = dict(checkpoint["rin"]), checkpoint["film"]
+            objectness = checkpoint.get("objectness", {})
+        elif checkpoint == self.name:  # a final.pt
+            rin = {k.removeprefix("rin."): v for k, v in previous["net"].items() if k.startswith("rin.")}
+            film, objectness = previous["film"], previous.get("objectness", {})
+        else:
+            kind = checkpoint if isinstance(checkpoint, str) else "another stage's checkpoint"
+            raise ValueError(f"--init {path} is a {kind!r} output, not a vgii one")
+        rin |= {f"semantic.objectness.{k}": v for k, v in objectness.items()}
         fresh = []
-        for module, state in ((self.net.rin, rin), (self.film, previous["film"]),
-                              (self.objectness, previous.get("objectness", {}))):
+        for module, state in ((self.net.rin, rin), (self.film, film)):
             own = module.state_dict()
             fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
             fresh += [k for k in own if k not in fitting]
@@ -286,17 +293,15 @@ class VGIIStage:
         pretrained = [] if semantic is None else list(semantic.features.parameters())
         known = {id(p) for p in pretrained}
         fresh = [p for p in self.net.rin.parameters() if id(p) not in known]
-        fresh += list(self.film.parameters()) + list(self.objectness.parameters())
+        fresh += list(self.film.parameters())
         return [{"params": fresh}, {"params": pretrained, "lr_scale": SEMANTIC_LR_SCALE}]
 
     def state(self) -> dict:
-        return {"rin": self.net.rin.state_dict(), "film": self.film.state_dict(),
-                "objectness": self.objectness.state_dict()}
+        return {"rin": self.net.rin.state_dict(), "film": self.film.state_dict()}
 
     def load_state(self, state: dict) -> None:
         self.net.rin.load_state_dict(state["rin"])
         self.film.load_state_dict(state["film"])
-        self.objectness.load_state_dict(state["objectness"])
 
     def film_for(self, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Identity FiLM, then RIN + FiLM on features of the first pass at ``prior_from_step``, then (RIN
@@ -340,10 +345,11 @@ class VGIIStage:
         w = self.weights
         total = (w.image * terms["int"] + w.coefficients * terms["coef"] + w.thermal_region * terms["reg"]
                  + w.gradient * terms["grad"] + w.warm_inside * terms["warm_in"] + w.warm_contrast * terms["warm_con"])
-        if guide is not None:
+        semantic = self.net.rin.semantic
+        if semantic is not None and semantic.objectness is not None:
             stride = self.net.config.rin.entry_stride
             target = objectness_target(masks[0], stride)
-            per_pixel = F.binary_cross_entropy_with_logits(self.objectness(guide), target, reduction="none")
+            per_pixel = F.binary_cross_entropy_with_logits(semantic.objectness(guide), target, reduction="none")
             labelled = batch["labelled"].to(per_pixel.dtype)  # an unlabelled folder's objects are unknown, not absent
             terms["obj"] = (per_pixel.mean(dim=(1, 2, 3)) * labelled).sum() / labelled.sum().clamp(min=1)
             total = total + w.objectness * terms["obj"]
@@ -380,7 +386,7 @@ class VGIIStage:
         if self.use_prior:  # a no-op unless the run was too short for its FiLM-only phase
             self.cache.ensure(self.train_pairs + self.val_pairs, self.net, self.encoder, current=True)
         return {"stage": self.name, "model_config": self.net.config.to_dict(), "net": self.net.state_dict(),
-                "film": self.film.state_dict(), "objectness": self.objectness.state_dict(),
+                "film": self.film.state_dict(),
                 "prior_encoder_id": self.encoder.encoder_id, "prior_feature_dim": self.encoder.feature_dim,
                 "use_prior": self.use_prior, "prior_cache": str(self.cache.path),
                 "prior_fingerprint": self.cache.fingerprint, "validation": self.validate()}
