@@ -144,14 +144,19 @@ def test_manifest_mismatch_is_refused(random_tiny_onnx, tmp_path):
         FusionEngine(model)
 
 
-def test_cpu_sessions_leave_out_the_nchwc_layout_transform(engine):
+def test_cpu_sessions_run_at_the_optimisation_level_the_export_measured_faster(engine):
     import onnxruntime as ort
 
-    from dcmif_ros.inference.engine import graph_optimization_level
+    from dcmif_ros.inference.graph_optimization import MANIFEST_KEY, graph_optimization_level
 
-    level = engine.session.get_session_options().graph_optimization_level
-    assert level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    assert graph_optimization_level("CUDAExecutionProvider") == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    measured = engine.manifest[MANIFEST_KEY]
+    assert measured["level"] == min(measured["ms"], key=measured["ms"].get) and measured["size"] == "320x240"
+    expected = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[measured["level"]]
+    assert engine.session.get_session_options().graph_optimization_level == expected
+    # manifests written before the measurement keep the level every graph had (no NCHWc layout transform)
+    assert graph_optimization_level("CPUExecutionProvider", {}) == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    assert graph_optimization_level("CUDAExecutionProvider", {}) == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
 def test_unknown_provider_is_named(random_tiny_onnx):
@@ -175,8 +180,11 @@ def test_silent_cpu_fallback_is_reported_or_refused(random_tiny_onnx):
     if engine.provider == "cuda":
         pytest.skip("a GPU is present: no fallback to observe")
     assert "CPUExecutionProvider" in engine.fallback_warning
+    from dcmif_ros.inference.graph_optimization import graph_optimization_level
+
     level = engine.session.get_session_options().graph_optimization_level
-    assert engine.precision == "fp32" and level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # for the CPU
+    assert engine.precision == "fp32"
+    assert level == graph_optimization_level("CPUExecutionProvider", engine.manifest)  # the CPU's, not CUDA's
     with pytest.raises(EngineError, match="allow_cpu_fallback is false"):
         FusionEngine(random_tiny_onnx, provider="cuda", allow_cpu_fallback=False)
 

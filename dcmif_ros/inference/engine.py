@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from dcmif_ros.inference.export import KIND_DUAL, KIND_VISIBLE, KINDS, MANIFEST_FORMAT, sha256
+from dcmif_ros.inference.graph_optimization import graph_optimization_level
 from dcmif_ros.image_codec import to_uint8
 from dcmif_ros.inference.processing_resolution import ProcessingSize, network_size
 
@@ -212,18 +213,6 @@ def resolve_providers(provider: str, available: list[str]) -> list[str]:
     return PROVIDER_CHAINS[provider]
 
 
-def graph_optimization_level(first_provider: str):
-    """All of onnxruntime's graph optimisations, except on the CPU provider: there the highest level adds the
-    NCHWc layout transform, which wraps these graphs' one- and few-channel full-resolution convolutions in
-    layout reorders and made every shipped graph slower (measured on 2 cores, 640×480: DCMIF tiny 217 → 184 ms,
-    DCMIF dual 302 → 244 ms, LRCFuse 731 → 637 ms with the transform left out)."""
-    import onnxruntime as ort
-
-    if first_provider == "CPUExecutionProvider":
-        return ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    return ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-
-
 class FusionEngine:
     """Runs the exported DCMIF graph. ``processing_size`` (width, height), or ``"auto"`` (see
     ``dcmif_ros.inference.processing_resolution``), runs the network at that resolution and transfers the thermal change
@@ -270,7 +259,7 @@ class FusionEngine:
         self.network_size = None
 
     def _choices(self, first_provider: str, precision: str) -> tuple:
-        return graph_precision(self.manifest, precision, first_provider), graph_optimization_level(first_provider)
+        return graph_precision(self.manifest, precision, first_provider), graph_optimization_level(first_provider, self.manifest)
 
     def _open_session(self, requested: list[str], first_provider: str, precision: str, threads: int | None):
         """An onnxruntime session over ``requested``, with the graph and optimisation level for
@@ -278,7 +267,7 @@ class FusionEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.graph_optimization_level = graph_optimization_level(first_provider)
+        options.graph_optimization_level = graph_optimization_level(first_provider, self.manifest)
         if not self.spin_wait:
             options.add_session_config_entry(SPIN_CONFIG_KEY, "0")
         if threads:

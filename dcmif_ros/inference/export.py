@@ -24,6 +24,7 @@ import torch
 
 from dcmif_ros.inference.checkpoint import DCMIFBundle
 from dcmif_ros.models.jsrl import REN, frozen_encoders
+from dcmif_ros.inference.graph_optimization import MANIFEST_KEY, measure_cpu_levels
 from dcmif_ros.inference.quantize import int8_entry
 
 OPSET = 17
@@ -174,6 +175,7 @@ def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: s
     manifest = common_manifest(KIND_VISIBLE, f"dcmif-{config.name}", config, net, INPUT_NAMES, OUTPUT_NAMES,
                                onnx_path, source, trained, bundle.metadata)
     manifest |= {
+        MANIFEST_KEY: measure_cpu_levels(onnx_path),
         "fp16": fp16_entry(onnx_path, film_probes(config.atoms)),
         "int8": int8_entry(onnx_path, film_probes(config.atoms), config.pad_multiple, int8_data),
         "atoms": config.atoms,
@@ -204,6 +206,7 @@ def export_dual(net: torch.nn.Module, out_dir: str | Path, name: str, architectu
     export_graph(net, example, onnx_path, DUAL_INPUT_NAMES, outputs, image_inputs=DUAL_INPUT_NAMES)
     manifest = common_manifest(KIND_DUAL, f"{architecture}-{config.name}", config, net, DUAL_INPUT_NAMES, outputs,
                                onnx_path, source, trained, metadata or {})
+    manifest[MANIFEST_KEY] = measure_cpu_levels(onnx_path)
     manifest["fp16"] = fp16_entry(onnx_path, [{}])
     manifest["int8"] = int8_entry(onnx_path, [{}], config.pad_multiple, int8_data)
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")

@@ -224,7 +224,8 @@ def kernel_census(graph_path: Path) -> dict:
 
 
 def session_options():
-    """The CPU session the engine opens (no NCHWc layout transform, ``engine.graph_optimization_level``)."""
+    """A CPU session at the level graphs ran at before it was measured per graph (``graph_optimization``): int8 and
+    fp32 are timed against each other at one level."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
