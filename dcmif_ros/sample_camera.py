@@ -144,10 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
     args = build_parser().parse_args(remove_ros_args(argv)[1:])
+    frames = SampleFrames((args.width, args.height), args.rate, args.photos)  # a bad photo fails before ROS starts
     rclpy.init(args=argv)
     node = Node("sample_camera")
-    camera = SampleCamera(node, SampleFrames((args.width, args.height), args.rate, args.photos), args.reliability,
-                          args.topic, args.frame_id)
+    camera = SampleCamera(node, frames, args.reliability, args.topic, args.frame_id)
     try:
         wait_until = time.monotonic() + args.wait_for_subscriber
         while camera.publisher.get_subscription_count() == 0 and time.monotonic() < wait_until:

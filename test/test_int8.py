@@ -139,7 +139,7 @@ def test_missing_or_corrupt_int8_graph_is_named(random_tiny_onnx, tmp_path):
 
 
 def test_without_calibration_data_the_export_says_why(random_tiny_onnx, tmp_path):
-    entry = export_int8(random_tiny_onnx, [{}], 8, data_roots=[])
+    entry = export_int8(random_tiny_onnx, [{}], 8, "extended", data_roots=[])
     assert entry["file"] is None and "no calibration data" in entry["reason"]
 
 

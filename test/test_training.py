@@ -161,9 +161,19 @@ def test_vgii_init_fine_tunes_another_runs_rin_and_names_what_starts_fresh(synth
     before, after = (torch.load(p, weights_only=False)["net"] for p in (started, out / "vgii" / "final.pt"))
     rin = [key for key in before if key.startswith("rin.")]
     assert rin and all(torch.equal(before[key], after[key]) for key in rin)  # lr 0: RIN is the one it started from
+    checkpoint = chain / "vgii" / "last.pt"  # a checkpoint starts a fine-tune too
+    assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(out), *SMALL_RUN, "--lr", "0",
+                  "--init", str(checkpoint)]) == 0
+    assert f"started from {checkpoint}; fresh: none" in capsys.readouterr().out
     assert dcmif(["train", "vgii", "--data", str(synthetic_dataset), "--out", str(out), *SMALL_RUN,
                   "--init", str(chain / "jsrl" / "final.pt")]) == 2
     assert "is a 'jsrl' output, not a vgii one" in capsys.readouterr().err
+    # refused before any training: an --init that a stage would ignore, or that --resume would overwrite
+    for stage, extra, message in (("jsrl", [], "--init starts a vgii stage"),
+                                  ("vgii", ["--resume"], "--init and --resume contradict each other")):
+        assert dcmif(["train", stage, "--data", str(synthetic_dataset), "--out", str(out), *SMALL_RUN, *extra,
+                      "--init", str(started)]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_a_stage_without_its_predecessor_names_the_missing_file(synthetic_dataset, tmp_path, capsys):

@@ -55,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="best_effort as RealSense publishes, reliable as usb_cam does (default: best_effort)")
     parser.add_argument("--rows", type=int, default=4, help="rows of the contact sheet (default: %(default)s)")
     parser.add_argument("--photos", nargs="+", type=Path, default=[], metavar="FILE",
-                        help="image files the sample camera replays, each for 4 s (default: the photos bundled "
-                             "with scikit-image); make run passes night street scenes from ../shared/data")
+                        help="image files the sample camera replays in turn (default: the photos bundled with "
+                             "scikit-image); make run passes night street scenes from ../shared/data")
     parser.set_defaults(func=run)
 
 

@@ -104,6 +104,20 @@ def check_crop(crop: int, stages: tuple[str, ...], model: str) -> None:
                              f"{preset.min_side} pixels")
 
 
+def check_init(init: str | None, stages: tuple[str, ...], resume: bool) -> None:
+    """Fail on an --init that would be ignored or found missing only after earlier stages trained."""
+    from pathlib import Path
+
+    if init is None:
+        return
+    if "vgii" not in stages:
+        raise ValueError(f"--init starts a vgii stage; {', '.join(stages)} has none")
+    if resume:
+        raise ValueError("--init and --resume contradict each other: --resume continues from <out>/vgii/last.pt")
+    if not Path(init).is_file():
+        raise FileNotFoundError(f"--init {init}: no such VGII output or checkpoint")
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
     from dataclasses import replace
@@ -123,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     )
     stages = STAGES if args.stage == "all" else (args.stage,)
     check_crop(config.crop, stages, config.model)
+    check_init(args.init, stages, args.resume)
     train_pairs, val_pairs = collect_pairs(args.data, "train"), collect_pairs(args.data, "val")
     print(f"{len(train_pairs)} training pairs, {len(val_pairs)} validation pairs")
     dataset = PairDataset(train_pairs, config.crop, seed=config.seed, scales=config.crop_scales)

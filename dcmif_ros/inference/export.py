@@ -174,10 +174,11 @@ def export_bundle(bundle: DCMIFBundle, out_dir: str | Path, name: str, source: s
              beta_weight=film.beta.weight.detach().numpy(), beta_bias=film.beta.bias.detach().numpy())
     manifest = common_manifest(KIND_VISIBLE, f"dcmif-{config.name}", config, net, INPUT_NAMES, OUTPUT_NAMES,
                                onnx_path, source, trained, bundle.metadata)
+    levels = measure_cpu_levels(onnx_path, multiple)
     manifest |= {
-        MANIFEST_KEY: measure_cpu_levels(onnx_path),
+        MANIFEST_KEY: levels,
         "fp16": fp16_entry(onnx_path, film_probes(config.atoms)),
-        "int8": int8_entry(onnx_path, film_probes(config.atoms), config.pad_multiple, int8_data),
+        "int8": int8_entry(onnx_path, film_probes(config.atoms), multiple, levels["level"], int8_data),
         "atoms": config.atoms,
         "kernel_size": config.kernel_size,
         "prior_encoder_id": bundle.prior_encoder_id,
@@ -206,8 +207,8 @@ def export_dual(net: torch.nn.Module, out_dir: str | Path, name: str, architectu
     export_graph(net, example, onnx_path, DUAL_INPUT_NAMES, outputs, image_inputs=DUAL_INPUT_NAMES)
     manifest = common_manifest(KIND_DUAL, f"{architecture}-{config.name}", config, net, DUAL_INPUT_NAMES, outputs,
                                onnx_path, source, trained, metadata or {})
-    manifest[MANIFEST_KEY] = measure_cpu_levels(onnx_path)
+    manifest[MANIFEST_KEY] = measure_cpu_levels(onnx_path, multiple)
     manifest["fp16"] = fp16_entry(onnx_path, [{}])
-    manifest["int8"] = int8_entry(onnx_path, [{}], config.pad_multiple, int8_data)
+    manifest["int8"] = int8_entry(onnx_path, [{}], multiple, manifest[MANIFEST_KEY]["level"], int8_data)
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return onnx_path

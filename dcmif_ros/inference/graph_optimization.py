@@ -4,8 +4,9 @@ The highest level (``ORT_ENABLE_ALL``) adds the NCHWc layout transform. It made 
 one- and few-channel full-resolution convolutions wrapped in layout reorders, slower on 2 cores (640×480:
 DCMIF tiny 217 → 184 ms, DCMIF dual 302 → 244 ms, LRCFuse 731 → 637 ms without it), and the semantic DCMIF graph,
 whose MobileNetV2 branch and blocked synthesis are many-channel convolutions, faster (320×240: 89.6 → 46.8 ms
-with it). So the export times both levels, interleaved, and records the faster in the manifest
-(``cpu_graph_optimization``); a manifest without that entry keeps the level every graph had before it existed.
+with it). So the export times both levels, interleaved, and records in the manifest
+(``cpu_graph_optimization``) the highest unless it is not at least ``ALL_MIN_SPEEDUP`` faster (so timing noise
+does not flip a manifest); a manifest without that entry keeps the level every graph had before it existed.
 GPU providers always run at the highest level.
 """
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 
 LEVELS = ("extended", "all")
 DEFAULT_CPU_LEVEL = "extended"  # what manifests written before the measurement existed ran at
-TIMING_SIZE = (240, 320)  # (height, width): the node's CPU processing resolution (``processing_resolution``)
+TIMING_SIZE = (240, 320)  # (height, width): the node's CPU processing resolution, rounded up to the pad multiple
 TIMING_RUNS = 12
 WARM_UP_RUNS = 2
+ALL_MIN_SPEEDUP = 1.05
 MANIFEST_KEY = "cpu_graph_optimization"
 
 
@@ -36,38 +38,49 @@ def graph_optimization_level(first_provider: str, manifest: dict | None = None):
     return ort_level(((manifest or {}).get(MANIFEST_KEY) or {}).get("level", DEFAULT_CPU_LEVEL))
 
 
-def timing_feed(session) -> dict[str, np.ndarray]:
-    """Inputs for timing: images (N, 1, H, W) at ``TIMING_SIZE``, FiLM vectors at the identity (γ 1, β 0)."""
+def timing_feed(session, multiple: int) -> dict[str, np.ndarray]:
+    """Inputs for timing: images (N, 1, H, W) at ``TIMING_SIZE`` rounded up to ``multiple``, FiLM vectors at the
+    identity (γ 1, β 0)."""
+    height, width = (-(-side // multiple) * multiple for side in TIMING_SIZE)
     rng = np.random.default_rng(0)
     feed = {}
     for graph_input in session.get_inputs():
         if len(graph_input.shape) == 4:
-            feed[graph_input.name] = rng.random((1, 1, *TIMING_SIZE), dtype=np.float32)
+            feed[graph_input.name] = rng.random((1, 1, height, width), dtype=np.float32)
         else:
             fill = np.ones if graph_input.name == "gamma" else np.zeros
             feed[graph_input.name] = fill((1, graph_input.shape[1]), np.float32)
     return feed
 
 
-def measure_cpu_levels(onnx_path) -> dict:
-    """Median ms per run at each level on this machine's CPU (runs interleaved, so load hits both) and the faster."""
+def interleaved_median_ms(sessions: list, feed: dict[str, np.ndarray], runs: int) -> list[float]:
+    """Median milliseconds per run of each session on ``feed``, runs interleaved so machine load hits all alike
+    (after ``WARM_UP_RUNS`` untimed ones)."""
+    times: list[list[float]] = [[] for _ in sessions]
+    for run in range(WARM_UP_RUNS + runs):
+        for session, samples in zip(sessions, times):
+            start = time.perf_counter()
+            session.run(None, feed)
+            if run >= WARM_UP_RUNS:
+                samples.append((time.perf_counter() - start) * 1e3)
+    return [float(np.median(samples)) for samples in times]
+
+
+def measure_cpu_levels(onnx_path, multiple: int) -> dict:
+    """Median ms per run at each level on this machine's CPU and the level CPU sessions should use."""
     import onnxruntime as ort
 
     from dcmif_ros.benchmark import cpu_name
 
-    sessions = {}
+    sessions = []
     for name in LEVELS:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort_level(name)
         options.log_severity_level = 3
-        sessions[name] = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    feed = timing_feed(sessions[LEVELS[0]])
-    times = {name: [] for name in LEVELS}
-    for run in range(WARM_UP_RUNS + TIMING_RUNS):
-        for name, session in sessions.items():
-            start = time.perf_counter()
-            session.run(None, feed)
-            if run >= WARM_UP_RUNS:
-                times[name].append((time.perf_counter() - start) * 1e3)
-    ms = {name: round(float(np.median(values)), 2) for name, values in times.items()}
-    return {"level": min(ms, key=ms.get), "ms": ms, "size": f"{TIMING_SIZE[1]}x{TIMING_SIZE[0]}", "cpu": cpu_name()}
+        sessions.append(ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"]))
+    feed = timing_feed(sessions[0], multiple)
+    ms = dict(zip(LEVELS, (round(value, 2) for value in interleaved_median_ms(sessions, feed, TIMING_RUNS))))
+    level = "all" if ms["extended"] >= ALL_MIN_SPEEDUP * ms["all"] else "extended"
+    height, width = next(v for v in feed.values() if v.ndim == 4).shape[-2:]
+    return {"level": level, "ms": ms, "size": f"{width}x{height}", "min_speedup_for_all": ALL_MIN_SPEEDUP,
+            "cpu": cpu_name()}

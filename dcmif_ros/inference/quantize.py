@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from dcmif_ros.inference.graph_optimization import interleaved_median_ms, ort_level
 from dcmif_ros.resources import SOURCE_TREE
 
 INT8_SUFFIX = ".int8.onnx"
@@ -204,7 +204,7 @@ class _Feeds:
         return next(self._feeds, None)
 
 
-def kernel_census(graph_path: Path) -> dict:
+def kernel_census(graph_path: Path, cpu_level: str) -> dict:
     """Which operators onnxruntime's CPU provider runs after its own optimisations (the fused QLinear* kernels
     are int8; the rest float, plus the quantise/dequantise steps between them)."""
     import onnx
@@ -212,7 +212,7 @@ def kernel_census(graph_path: Path) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         optimised = Path(folder) / "optimised.onnx"
-        options = session_options()
+        options = session_options(cpu_level)
         options.optimized_model_filepath = str(optimised)
         ort.InferenceSession(str(graph_path), options, providers=["CPUExecutionProvider"])
         ops = Counter(node.op_type for node in onnx.load(str(optimised)).graph.node)
@@ -223,19 +223,19 @@ def kernel_census(graph_path: Path) -> dict:
             "quantize_dequantize": dict(sorted(qdq.items()))}
 
 
-def session_options():
-    """A CPU session at the level graphs ran at before it was measured per graph (``graph_optimization``): int8 and
-    fp32 are timed against each other at one level."""
+def session_options(cpu_level: str):
+    """A CPU session at the optimisation level the engine opens the fp32 graph at (``graph_optimization``), so
+    int8 is timed against the fp32 the node would run."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.graph_optimization_level = ort_level(cpu_level)
     options.log_severity_level = ORT_LOG_ERRORS_ONLY
     return options
 
 
 def parity(fp32_path: Path, int8_path: Path, feeds: list[dict[str, np.ndarray]], infrared: list[np.ndarray],
-           multiple: int) -> dict:
+           multiple: int, cpu_level: str) -> dict:
     """Grey-level error of every output (max, mean) and the fused images' validation metrics, both graphs."""
     import onnxruntime as ort
 
@@ -243,7 +243,7 @@ def parity(fp32_path: Path, int8_path: Path, feeds: list[dict[str, np.ndarray]],
     from dcmif_ros.metrics import compute_metrics
     from dcmif_ros.training.fusion_validation import VALIDATION_METRICS
 
-    sessions = [ort.InferenceSession(str(p), session_options(), providers=["CPUExecutionProvider"])
+    sessions = [ort.InferenceSession(str(p), session_options(cpu_level), providers=["CPUExecutionProvider"])
                 for p in (fp32_path, int8_path)]
     names = [o.name for o in sessions[0].get_outputs()]
     worst = {name: 0.0 for name in names}
@@ -268,26 +268,19 @@ def parity(fp32_path: Path, int8_path: Path, feeds: list[dict[str, np.ndarray]],
             "validation_metrics": metrics}
 
 
-def speed(fp32_path: Path, int8_path: Path, feed: dict[str, np.ndarray]) -> dict:
+def speed(fp32_path: Path, int8_path: Path, feed: dict[str, np.ndarray], cpu_level: str) -> dict:
     """Median milliseconds per run of both graphs on this machine's CPU, runs interleaved so load hits both."""
     import onnxruntime as ort
 
     from dcmif_ros.benchmark import cpu_name
 
-    sessions = [ort.InferenceSession(str(p), session_options(), providers=["CPUExecutionProvider"])
+    sessions = [ort.InferenceSession(str(p), session_options(cpu_level), providers=["CPUExecutionProvider"])
                 for p in (fp32_path, int8_path)]
-    times: list[list[float]] = [[], []]
-    for run in range(SPEED_RUNS + 2):
-        for session, samples in zip(sessions, times):
-            start = time.perf_counter()
-            session.run(None, feed)
-            if run >= 2:
-                samples.append((time.perf_counter() - start) * 1e3)
-    fp32_ms, int8_ms = (float(np.median(t)) for t in times)
+    fp32_ms, int8_ms = interleaved_median_ms(sessions, feed, SPEED_RUNS)
     height, width = next(v for k, v in feed.items() if k in IMAGE_INPUTS).shape[-2:]
     return {"size": f"{width}x{height}", "fp32_ms": round(fp32_ms, 2), "int8_ms": round(int8_ms, 2),
-            "speedup": round(fp32_ms / int8_ms, 3), "cpu": cpu_name(),
-            "logical_cpus": os.cpu_count()}
+            "speedup": round(fp32_ms / int8_ms, 3), "cpu": cpu_name(), "logical_cpus": os.cpu_count(),
+            "graph_optimization": cpu_level}
 
 
 def auto_eligible(entry: dict) -> tuple[bool, str]:
@@ -301,7 +294,7 @@ def auto_eligible(entry: dict) -> tuple[bool, str]:
     return True, "within the error bounds and faster than fp32"
 
 
-def export_int8(onnx_path: Path, extra_inputs: list[dict[str, np.ndarray]], multiple: int,
+def export_int8(onnx_path: Path, extra_inputs: list[dict[str, np.ndarray]], multiple: int, cpu_level: str,
                 data_roots: list[Path] | None = None) -> dict:
     """Write ``<name>.int8.onnx`` beside ``onnx_path`` and return the manifest's ``int8`` entry (see module doc).
     ``extra_inputs``: the non-image inputs, each probed in turn (e.g. identity and modulated FiLM)."""
@@ -350,9 +343,9 @@ def export_int8(onnx_path: Path, extra_inputs: list[dict[str, np.ndarray]], mult
         "validation": {"folder": validation_roots[0].name, "split": "val", "frames": len(feeds)},
         "graph_changes": {"conv_transpose_unfolded": unfolded,
                           "kept_float": dict(sorted(kept_float.items()))},
-        **parity(onnx_path, int8_path, feeds, infrared, multiple),
-        "speed": speed(onnx_path, int8_path, pad_feed(feeds[0], multiple)),
-        "kernels": kernel_census(int8_path),
+        **parity(onnx_path, int8_path, feeds, infrared, multiple, cpu_level),
+        "speed": speed(onnx_path, int8_path, pad_feed(feeds[0], multiple), cpu_level),
+        "kernels": kernel_census(int8_path, cpu_level),
     }
     eligible, why = auto_eligible(entry)
     return entry | {"auto": eligible, "auto_reason": why,
@@ -360,11 +353,12 @@ def export_int8(onnx_path: Path, extra_inputs: list[dict[str, np.ndarray]], mult
                                   "min_speedup": AUTO_MIN_SPEEDUP}}
 
 
-def int8_entry(onnx_path: Path, extra_inputs: list[dict[str, np.ndarray]], multiple: int,
+def int8_entry(onnx_path: Path, extra_inputs: list[dict[str, np.ndarray]], multiple: int, cpu_level: str,
                data_roots: list[Path] | None = None) -> dict:
-    """``export_int8``'s manifest entry; a failure there costs the int8 graph, never the fp32 export."""
+    """``export_int8``'s manifest entry; a failure there costs the int8 graph, never the fp32 export.
+    ``cpu_level``: the optimisation level the engine runs the fp32 graph at (``graph_optimization``)."""
     try:
-        return export_int8(onnx_path, extra_inputs, multiple, data_roots)
+        return export_int8(onnx_path, extra_inputs, multiple, cpu_level, data_roots)
     except Exception as exc:  # the quantiser and onnxruntime raise many types
         onnx_path.with_suffix(INT8_SUFFIX).unlink(missing_ok=True)
         return {"file": None, "reason": f"int8 quantisation failed ({exc.__class__.__name__}: {exc})"}

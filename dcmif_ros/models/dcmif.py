@@ -29,6 +29,8 @@ class RIN(nn.Module):
     def __init__(self, config: DCMIFConfig):
         super().__init__()
         self.gain = config.rin_gain
+        if self.gain and not config.rin.smooth_exit:
+            raise ValueError("rin_gain needs rin.smooth_exit: the gain is squashed between its projection and upsampling")
         outputs = 2 * config.atoms if self.gain else config.atoms
         self.backbone = CoefficientBackbone(config.atoms, outputs, config.rin)
         self.semantic = (None if config.semantic is None else
@@ -77,8 +79,8 @@ class RFN(nn.Module):
     A softmax over two sources depends only on the difference of their logits, so the network predicts that
     difference and the gate is its sigmoid: the same family as the paper's softmax, at half the output cost
     and without a softmax over a non-final axis (slow in onnxruntime). With a smooth exit the sigmoid and the
-    gate map (the mean over atoms) are taken at low resolution and upsampled: the same smooth gate at a
-    sixteenth of their full-resolution cost.
+    gate map (the mean over atoms) are taken at low resolution and upsampled: the same smooth gate at
+    1/entry_stride² of their full-resolution cost.
     """
 
     def __init__(self, config: DCMIFConfig):

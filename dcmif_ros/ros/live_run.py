@@ -115,12 +115,13 @@ def run_live(config: LiveRunConfig) -> LiveRunResult:
     """Start the node, stream for ``duration_s`` once it is ready, stop everything; NodeDiedError if it dies."""
     os.environ.update(fastdds_environment(os.environ))  # before this process's first participant
     config.out_dir.mkdir(parents=True, exist_ok=True)
+    frames = SampleFrames(config.frame_size, config.rate_hz, config.photos)  # a bad photo fails before the node starts
     node_process = NodeProcess(config.out_dir, config.node_parameters, config.namespace)
     context = Context()
     rclpy.init(context=context)
     try:
         node_process.start()
-        viewer = _Viewer(context, config)
+        viewer = _Viewer(context, config, frames)
         try:
             result = viewer.run(node_process)
         finally:
@@ -135,13 +136,13 @@ def run_live(config: LiveRunConfig) -> LiveRunResult:
 class _Viewer:
     """The camera and the subscribers, in one node of this process."""
 
-    def __init__(self, context: Context, config: LiveRunConfig):
+    def __init__(self, context: Context, config: LiveRunConfig, frames: SampleFrames):
         self._config = config
         self._node = Node("dcmif_live_viewer", namespace=config.namespace, context=context)
         self._executor = SingleThreadedExecutor(context=context)
         self._executor.add_node(self._node)
         self._clock = self._node.get_clock()
-        self._camera = SampleCamera(self._node, SampleFrames(config.frame_size, config.rate_hz, config.photos),
+        self._camera = SampleCamera(self._node, frames,
                                     config.camera_reliability, INPUT_TOPIC, on_frame=self._on_camera_frame)
         self._latencies_ms: list[float] = []
         self._fused_times: list[float] = []

@@ -264,8 +264,8 @@ class VGIIStage:
 
     def start_from(self, path: Path) -> None:
         """Fine-tune: RIN and FiLM weights from another VGII output (``final.pt``) or checkpoint (``last.pt``) where
-        names and shapes match (an objectness head trained beside RIN, as runs before the head was part of RIN
-        had it, becomes RIN's)."""
+        names and shapes match (the objectness head that a ``last.pt`` of a run before the head was part of RIN
+        kept beside RIN becomes RIN's)."""
         if not path.is_file():
             raise FileNotFoundError(f"--init {path}: no such VGII output or checkpoint")
         previous = torch.load(path, map_location=self.config.device, weights_only=False)
@@ -275,10 +275,11 @@ class VGIIStage:
             objectness = checkpoint.get("objectness", {})
         elif checkpoint == self.name:  # a final.pt
             rin = {k.removeprefix("rin."): v for k, v in previous["net"].items() if k.startswith("rin.")}
-            film, objectness = previous["film"], previous.get("objectness", {})
+            film, objectness = previous["film"], {}
+        elif isinstance(checkpoint, str):
+            raise ValueError(f"--init {path} is a {checkpoint!r} output, not a vgii one")
         else:
-            kind = checkpoint if isinstance(checkpoint, str) else "another stage's checkpoint"
-            raise ValueError(f"--init {path} is a {kind!r} output, not a vgii one")
+            raise ValueError(f"--init {path} is neither a vgii final.pt nor a vgii last.pt")
         rin |= {f"semantic.objectness.{k}": v for k, v in objectness.items()}
         fresh = []
         for module, state in ((self.net.rin, rin), (self.film, film)):
