@@ -299,3 +299,16 @@ def test_warm_contrast_is_how_far_the_real_infrareds_hottest_tenth_stands_out():
     assert warm_contrast(image, infrared) == pytest.approx(0.5)
     assert warm_contrast(infrared, infrared) == pytest.approx(1.0)
     assert warm_contrast(image, torch.full_like(infrared, 0.4)) == 0.0  # uniform: nothing is warm
+
+
+def test_fine_detail_is_the_edges_not_the_shading():
+    """AFRI's visible-detail term compares what a σ = 2 px blur removes: a smooth ramp has none (away from the
+    frame's border, where the replicated edge bends it), a step edge has it next to the edge only."""
+    from dcmif_ros.training.losses import fine_detail
+
+    ramp = torch.linspace(0, 1, 64).repeat(1, 1, 64, 1)
+    assert fine_detail(ramp)[..., 8:-8].abs().max() < 1e-5
+    step = torch.zeros(1, 1, 64, 64)
+    step[..., 32:] = 1.0
+    detail = fine_detail(step).abs()[0, 0, 32]
+    assert detail[30:34].min() > 0.1 and detail[:20].max() < 1e-6 and detail[44:].max() < 1e-6

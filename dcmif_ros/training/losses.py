@@ -30,6 +30,20 @@ def thermal_region_l1(prediction: torch.Tensor, infrared: torch.Tensor, eps: flo
     return (weight * (prediction - infrared).abs()).mean()
 
 
+DETAIL_SIGMA = 2.0  # pixels: finer than this is the visible detail AFRI's detail term keeps
+DETAIL_RADIUS = 6
+
+
+def fine_detail(image: torch.Tensor) -> torch.Tensor:
+    """The image minus its Gaussian blur (σ = ``DETAIL_SIGMA``, replicate borders): edges and texture only."""
+    offsets = torch.arange(-DETAIL_RADIUS, DETAIL_RADIUS + 1, dtype=image.dtype, device=image.device)
+    taps = torch.exp(-0.5 * (offsets / DETAIL_SIGMA) ** 2)
+    taps = taps / taps.sum()
+    padded = F.pad(image, (DETAIL_RADIUS,) * 4, mode="replicate")
+    blurred = F.conv2d(F.conv2d(padded, taps.reshape(1, 1, 1, -1)), taps.reshape(1, 1, -1, 1))
+    return image - blurred
+
+
 def max_intensity_l1(fused: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(fused, torch.maximum(first, second))
 

@@ -27,8 +27,8 @@ from dcmif_ros.models.jsrl import JSRL
 from dcmif_ros.image_codec import read_gray, read_image, to_uint8
 from dcmif_ros.training.data import ImagePair, load_luminance
 from dcmif_ros.training.loop import TrainConfig
-from dcmif_ros.training.losses import (max_gradient_l1, max_intensity_l1, sobel_magnitude, thermal_region_l1,
-                                       with_overrides)
+from dcmif_ros.training.losses import (fine_detail, max_gradient_l1, max_intensity_l1, sobel_magnitude,
+                                       thermal_region_l1, with_overrides)
 from dcmif_ros.training.objects import (box_masks, crop_boxes, measurable, object_contrasts, objectness_target,
                                         read_boxes, warm_object_terms)
 
@@ -64,6 +64,9 @@ class AFRIWeights:
     # by day the gate stayed closed on people the pseudo-IR showed warm); 0 is the paper's AFRI. Measured in
     # docs/model.md ("Semantics"): night people standing out in the fused image 22 % -> 29 %, by day 17 -> 43 %
     warm_contrast: float = 2.0
+    # L1 between the fused and the visible image's fine detail (each minus its Gaussian blur): warmth may change
+    # the low frequencies, not replace the visible edges with the pseudo-IR's softer ones; 0 is the paper's AFRI
+    visible_detail: float = 0.0
 
 
 STAGE_WEIGHTS = {"jsrl": JSRLWeights, "vgii": VGIIWeights, "afri": AFRIWeights}
@@ -448,6 +451,9 @@ class AFRIStage:
         out = self.net.infer(vis, gamma, beta)
         infrared = batch["ir"] if self.target == "real_ir" else out.pseudo_ir.detach()
         losses = afri_losses(out.fused, vis, infrared, out.gate, self.weights)
+        if self.weights.visible_detail:
+            losses["detail"] = F.l1_loss(fine_detail(out.fused), fine_detail(vis))
+            losses["total"] = losses["total"] + self.weights.visible_detail * losses["detail"]
         if self.weights.warm_contrast:
             masks = box_masks(batch["boxes"], *vis.shape[-2:])
             losses["warm_con"] = warm_object_terms(out.fused, batch["ir"], masks)["contrast"]
