@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dcmif_ros import metrics
+from dcmif_ros.evaluation import metrics
 from dcmif_ros.inference.checkpoint import load_bundle
 from dcmif_ros.image_codec import to_uint8
 from dcmif_ros.prior import make_prior_encoder

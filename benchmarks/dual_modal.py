@@ -1,7 +1,7 @@
 """Dual-modal fusion on the validation pairs: LRCFuse and DCMIF with real infrared against max(Y_vis, IR) and
 the visible-only DCMIF, per dataset, with the CPU cost of each model per 640×480 frame.
 
-Every method is a ``dcmif_ros.methods`` spec; metrics are ``dcmif_ros.metrics`` in gray mode (MI in bits as
+Every method is a ``dcmif_ros.evaluation.methods`` spec; metrics are ``dcmif_ros.evaluation.metrics`` in gray mode (MI in bits as
 MI(VI,F) + MI(IR,F), SSIM as the sum over both sources), plus MI(IR,F) alone, which the SeAFusion bar names.
 Writes ``OUT.json`` (every mean and the command) and ``OUT.md``.
 
@@ -31,8 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dcmif_ros.image_codec import read_gray, read_image
-from dcmif_ros.methods import Method, MethodOptions, label_apart, make_method, require_distinct_labels
-from dcmif_ros.metrics import HIGHER_IS_BETTER, compute_metrics, mutual_information
+from dcmif_ros.evaluation.methods import Method, MethodOptions, label_apart, make_method, require_distinct_labels
+from dcmif_ros.evaluation.metrics import HIGHER_IS_BETTER, compute_metrics, mutual_information
 from dcmif_ros.training.data import collect_pairs
 
 DEFAULT_DATA = ["../shared/data/msrs_fullres", "../shared/data/roadscene_train"]
@@ -111,7 +111,7 @@ def model_costs(methods: list[Method], specs: list[str]) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from dcmif_ros.inference.dual import load_dual_checkpoint
-    from dcmif_ros.methods import DUAL_MODEL_FILES, SPEC_SEPARATOR, shipped_dual_model
+    from dcmif_ros.evaluation.methods import DUAL_MODEL_FILES, SPEC_SEPARATOR, shipped_dual_model
 
     costs = {}
     for method, spec in zip(methods, specs):
@@ -159,7 +159,7 @@ def third_party_comparison(results: dict) -> str:
 
 def markdown(report: dict) -> str:
     lines = [f"# {report['title']}", "", f"Command: `{report['command']}`", "",
-             "Validation pairs (every 5th pair by name) of each dataset; `dcmif_ros.metrics` gray mode: BT.601 luma, "
+             "Validation pairs (every 5th pair by name) of each dataset; `dcmif_ros.evaluation.metrics` gray mode: BT.601 luma, "
              "MI in bits (MI(VI,F) + MI(IR,F)), SSIM = SSIM(VI,F) + SSIM(IR,F), VIF = VIF(VI,F) + VIF(IR,F), "
              "Nabf on 0–255; MI(IR,F) alone in the last column. ↑ higher is better, ↓ lower. Best per column in bold."]
     for dataset, entry in report["results"].items():
@@ -195,7 +195,7 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", default=DEFAULT_DATA, help="dataset folders (vi/ + ir/)")
-    parser.add_argument("--methods", nargs="+", required=True, help="dcmif_ros.methods specs")
+    parser.add_argument("--methods", nargs="+", required=True, help="dcmif_ros.evaluation.methods specs")
     parser.add_argument("--out", type=Path, required=True, help="output path without suffix (.json and .md)")
     parser.add_argument("--title", default="Dual-modal fusion: LRCFuse and DCMIF with real infrared")
     parser.add_argument("--max-pairs", type=int, help="first N validation pairs per dataset (default: all)")

@@ -1,7 +1,7 @@
 """Warm people and vehicles from the visible image alone: object contrast, pseudo-IR fidelity and fused quality.
 
 On the validation pairs only (every 5th pair of each folder, never trained on):
-1. object contrast with the MSRS class masks (``dcmif_ros.warm_objects``), night and day apart, for the visible
+1. object contrast with the MSRS class masks (``dcmif_ros.evaluation.warm_objects``), night and day apart, for the visible
    luminance, the real infrared, max(Y_vis, IR), our pseudo-IR and our fused luminance;
 2. pseudo-IR against the real infrared: PSNR, SSIM and warm contrast (hottest 10 % of the real IR vs the rest);
 3. the fused image against the visible image on AG, EN, SF, EI, MI(IR,F), SCD and Qabf (gray mode).
@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from dcmif_ros.image_codec import luminance, read_gray, read_image
-from dcmif_ros.methods import StillImageFuser
-from dcmif_ros.metrics import compute_metrics, mutual_information_with
+from dcmif_ros.evaluation.methods import StillImageFuser
+from dcmif_ros.evaluation.metrics import compute_metrics, mutual_information_with
 from dcmif_ros.inference.pipeline import FusionPipeline, PipelineConfig
-from dcmif_ros.report import infrared_closeness
+from dcmif_ros.evaluation.report import infrared_closeness
 from dcmif_ros.training.data import collect_pairs
 from dcmif_ros.training.stages import warm_contrast
-from dcmif_ros.warm_objects import ContrastSummary, labelled_objects, object_contrast
+from dcmif_ros.evaluation.warm_objects import ContrastSummary, labelled_objects, object_contrast
 
 MASKED_DATASET = "msrs_fullres"
 OTHER_DATASETS = ("roadscene_train", "llvip_train")

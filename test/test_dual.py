@@ -134,7 +134,7 @@ def test_onnxruntime_matches_pytorch(shipped, height, width):
 
 
 def test_dcmif_dual_is_a_report_method_with_a_gate(shipped):
-    from dcmif_ros.methods import make_method
+    from dcmif_ros.evaluation.methods import make_method
 
     method = make_method(f"dcmif-dual:{shipped.with_suffix('.onnx')}")
     frame = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)

@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from dcmif_ros import cli, metrics
+from dcmif_ros import cli
+from dcmif_ros.evaluation import metrics
 from dcmif_ros.commands import eval as eval_command
-from dcmif_ros.evaluation import evaluate_dirs, format_table, write_csv
+from dcmif_ros.evaluation.scoring import evaluate_dirs, format_table, write_csv
 
 SHAPE = (48, 64)
 OTHER_SHAPE = (56, 64)

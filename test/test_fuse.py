@@ -10,7 +10,7 @@ import pytest
 from dcmif_ros import cli
 from dcmif_ros.commands.fuse import GATE_FOLDER, PSEUDO_IR_FOLDER
 from dcmif_ros.image_codec import read_image
-from dcmif_ros.methods import StillImageFuser
+from dcmif_ros.evaluation.methods import StillImageFuser
 from dcmif_ros.inference.pipeline import FusionPipeline, PipelineConfig
 
 ODD_SHAPE = (23, 37)  # height, width: not a multiple of the model's padding

@@ -247,7 +247,7 @@ def test_unknown_manifest_kind_is_refused(shipped, tmp_path):
 
 
 def test_lrcfuse_is_a_report_method(shipped, random_tiny_onnx):
-    from dcmif_ros.methods import make_method
+    from dcmif_ros.evaluation.methods import make_method
 
     method = make_method(f"lrcfuse:{shipped.with_suffix('.onnx')}")
     assert method.uses_infrared and method.label == "lrcfuse:lrcfuse"
@@ -272,7 +272,7 @@ def test_fuse_with_ir_pairs_files_by_name(synthetic_dataset, shipped, tmp_path, 
 
 
 def test_shipped_lrcfuse_brings_the_infrared_into_a_real_night_scene(shared_data):
-    from dcmif_ros.methods import make_method, shipped_dual_model
+    from dcmif_ros.evaluation.methods import make_method, shipped_dual_model
     from dcmif_ros.training.data import collect_pairs
 
     if not shipped_dual_model("lrcfuse").is_file():

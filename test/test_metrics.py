@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity as skimage_ssim
 
-from dcmif_ros import metrics
-from dcmif_ros.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics
+from dcmif_ros.evaluation import metrics
+from dcmif_ros.evaluation.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics
 
 DATA_ROOT = Path(os.environ.get("DCMIF_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 FIXTURES = DATA_ROOT / "metric_fixtures"

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity as skimage_ssim
 
-from dcmif_ros import cli, methods
-from dcmif_ros.methods import Method, MethodOutput, make_method, max_luminance_fusion, register_alias
-from dcmif_ros.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics
-from dcmif_ros.report import (
+from dcmif_ros import cli
+from dcmif_ros.evaluation import methods
+from dcmif_ros.evaluation.methods import Method, MethodOutput, make_method, max_luminance_fusion, register_alias
+from dcmif_ros.evaluation.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics
+from dcmif_ros.evaluation.report import (
     CLOSENESS_HIGHER_IS_BETTER, FIGURE_GAP, FIGURE_LABEL_HEIGHT, FIGURE_TILE_HEIGHT, VISIBLE_LUMINANCE_LABEL,
     build_report, infrared_closeness,
 )

@@ -11,7 +11,7 @@ from dcmif_ros.models.semantic import STEM_WEIGHT, SemanticBranch, pretrained_we
 from dcmif_ros.training.data import PairDataset, find_pairs
 from dcmif_ros.training.objects import (MAX_OBJECTS, box_masks, crop_boxes, objectness_target, read_boxes,
                                         warm_object_terms)
-from dcmif_ros.warm_objects import STANDS_OUT, ContrastSummary, labelled_objects, object_contrast
+from dcmif_ros.evaluation.warm_objects import STANDS_OUT, ContrastSummary, labelled_objects, object_contrast
 
 TINY = get_config("tiny")
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-# dcmif_ros.metrics.MODES, repeated so that `dcmif --help` does not import numpy and OpenCV.
+# dcmif_ros.evaluation.metrics.MODES, repeated so that `dcmif --help` does not import numpy and OpenCV.
 MODES = ("gray", "vifb")
 EXIT_SOME_SKIPPED = 1
 
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score the folders, print the table, report skipped images; 1 when any image was skipped."""
-    from dcmif_ros.evaluation import evaluate_dirs, format_table, write_csv
+    from dcmif_ros.evaluation.scoring import evaluate_dirs, format_table, write_csv
 
     evaluation = evaluate_dirs(args.vi, args.ir, args.fused, mode=args.mode)
     print(format_table(evaluation))

@@ -149,7 +149,7 @@ def dual_modal_fuser(args: argparse.Namespace):
     from dcmif_ros.inference.engine import FusionEngine
     from dcmif_ros.inference.export import KIND_DUAL
     from dcmif_ros.image_codec import read_gray, read_image
-    from dcmif_ros.methods import shipped_dual_model
+    from dcmif_ros.evaluation.methods import shipped_dual_model
 
     if not args.ir.is_dir():
         raise FileNotFoundError(f"infrared folder not found: {args.ir}")
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from dcmif_ros.image_codec import read_image, to_uint8
-    from dcmif_ros.methods import StillImageFuser
+    from dcmif_ros.evaluation.methods import StillImageFuser
     from dcmif_ros.inference.pipeline import FusionPipeline
 
     files, errors = expand_inputs(args.inputs)

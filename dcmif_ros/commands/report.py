@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dcmif_ros.commands.fuse import add_provider_argument, positive_int
 
-# The built-in methods of dcmif_ros.methods, repeated so that `dcmif --help` does not import numpy and OpenCV.
+# The built-in methods of dcmif_ros.evaluation.methods, repeated so that `dcmif --help` does not import numpy and OpenCV.
 DEFAULT_METHODS = ("visible", "max", "dcmif-tiny", "dcmif-tiny-noprior")
 DEFAULT_OUT = Path("out") / "report"
 DEFAULT_FIGURE_SCENES = 2
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "visible colour; reads the real IR), dcmif:MODEL:PRIOR (our model on the visible "
                              "image; MODEL empty = the shipped one, PRIOR a --prior spec, default embedded), "
                              "the aliases dcmif-tiny (= dcmif::embedded) and dcmif-tiny-noprior "
-                             "(= dcmif::none), or any method registered in dcmif_ros.methods "
+                             "(= dcmif::none), or any method registered in dcmif_ros.evaluation.methods "
                              f"(default: {' '.join(DEFAULT_METHODS)})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                         help="output folder (default: %(default)s)")
@@ -46,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the methods (all before any work, so a bad spec fails fast), run the report, free the models."""
-    from dcmif_ros.methods import MethodOptions, label_apart, make_method
-    from dcmif_ros.report import build_report
+    from dcmif_ros.evaluation.methods import MethodOptions, label_apart, make_method
+    from dcmif_ros.evaluation.report import build_report
 
     options = MethodOptions(provider=args.provider, precision=args.precision)
     with contextlib.ExitStack() as resources:

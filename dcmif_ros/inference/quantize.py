@@ -240,7 +240,7 @@ def parity(fp32_path: Path, int8_path: Path, feeds: list[dict[str, np.ndarray]],
     import onnxruntime as ort
 
     from dcmif_ros.image_codec import to_uint8
-    from dcmif_ros.metrics import compute_metrics
+    from dcmif_ros.evaluation.metrics import compute_metrics
     from dcmif_ros.training.fusion_validation import VALIDATION_METRICS
 
     sessions = [ort.InferenceSession(str(p), session_options(cpu_level), providers=["CPUExecutionProvider"])

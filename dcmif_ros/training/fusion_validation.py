@@ -19,8 +19,8 @@ VALIDATION_METRICS = ["AG", "EN", "SF", "EI", "SD", "MI", "SCD", "SSIM", "Qabf"]
 @torch.no_grad()
 def fusion_validation(fuse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], pairs: list[ImagePair],
                       multiple: int, device: str) -> dict[str, float]:
-    """Mean gray-mode fusion metrics (``dcmif_ros.metrics``) of ``fuse(Y, IR)`` over whole validation pairs."""
-    from dcmif_ros.metrics import compute_metrics
+    """Mean gray-mode fusion metrics (``dcmif_ros.evaluation.metrics``) of ``fuse(Y, IR)`` over whole validation pairs."""
+    from dcmif_ros.evaluation.metrics import compute_metrics
 
     rows = []
     for pair in pairs:

@@ -462,7 +462,7 @@ class AFRIStage:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        from dcmif_ros.metrics import compute_metrics
+        from dcmif_ros.evaluation.metrics import compute_metrics
         self.net.rfn.eval()
         rows = []
         for pair in self.val_pairs[: self.config.val_images]:

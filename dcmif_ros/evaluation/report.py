@@ -4,7 +4,7 @@ For each folder (``vi/`` + ``ir/``) the validation pairs are those training hold
 (``dcmif_ros.training.data.collect_pairs(..., "val")``: every 5th pair by name). Every method fuses every
 pair, and the report gives:
 
-* per dataset, the mean of each fusion metric per method (``dcmif_ros.metrics``, gray mode), the best
+* per dataset, the mean of each fusion metric per method (``dcmif_ros.evaluation.metrics``, gray mode), the best
   value of each column in bold, in the direction ``metrics.HIGHER_IS_BETTER`` gives;
 * per dataset, how close each method's pseudo-infrared is to the real infrared (SSIM, PSNR, L1 on [0, 1]),
   next to the visible luminance's closeness, the baseline a pseudo-infrared has to beat;
@@ -26,11 +26,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dcmif_ros.evaluation import VALUE_FORMAT
+from dcmif_ros.evaluation.scoring import VALUE_FORMAT
 from dcmif_ros.image_codec import luminance, read_gray, read_image
-from dcmif_ros.methods import Method, require_distinct_labels
-from dcmif_ros.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics, peak_signal_to_noise
-from dcmif_ros.metrics import added_correlation, mutual_information_with, structural_similarity
+from dcmif_ros.evaluation.methods import Method, require_distinct_labels
+from dcmif_ros.evaluation.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics, peak_signal_to_noise
+from dcmif_ros.evaluation.metrics import added_correlation, mutual_information_with, structural_similarity
 from dcmif_ros.training.data import ImagePair, collect_pairs
 
 REPORT_FILE = "report.md"
@@ -190,7 +190,7 @@ def format_report(results: Sequence[DatasetResult], methods: Sequence[Method], f
         "# Fusion report",
         "",
         "Validation split of each dataset (every 5th pair by name, as training holds out). Fusion metrics: "
-        f"`dcmif_ros.metrics`, {METRICS_MODE} mode, mean over the pairs. Best value per column in **bold** "
+        f"`dcmif_ros.evaluation.metrics`, {METRICS_MODE} mode, mean over the pairs. Best value per column in **bold** "
         "(↑ higher is better, ↓ lower is better). Inputs: VIS = the method sees only the visible image, "
         "VIS+IR = it also reads the real infrared.",
     ]

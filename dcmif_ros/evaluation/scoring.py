@@ -10,7 +10,7 @@ not 8-bit. Only an evaluation with nothing scorable raises.
 
 The CSV holds one row per scored image and no mean row, so it loads as plain data; the mean is in
 ``Evaluation.mean`` and in the terminal table. A NaN or inf in some row (a degenerate image such as an
-all-black one, see ``dcmif_ros.metrics``) stays in its row and the CSV but is left out of the mean, which would
+all-black one, see ``dcmif_ros.evaluation.metrics``) stays in its row and the CSV but is left out of the mean, which would
 otherwise be NaN or inf for the whole set; ``Evaluation.non_finite`` and the table's footer name them.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dcmif_ros.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics
+from dcmif_ros.evaluation.metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics
 
 ROLES = ("vi", "ir", "fused")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
