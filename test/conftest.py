@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,14 @@ def random_tiny_onnx(random_tiny_bundle, synthetic_dataset, tmp_path_factory) ->
 
     return export_bundle(random_tiny_bundle, tmp_path_factory.mktemp("model"), "dcmif_random", trained=False,
                          int8_data=[synthetic_dataset])
+
+
+@pytest.fixture()
+def model_copy(random_tiny_onnx, tmp_path) -> Path:
+    """The exported random model's files copied into a temporary folder, for tests that damage or edit them."""
+    for path in random_tiny_onnx.parent.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    return tmp_path / random_tiny_onnx.name
 
 
 @pytest.fixture

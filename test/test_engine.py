@@ -154,19 +154,17 @@ def test_the_export_measures_both_cpu_optimisation_levels(engine):
 
 
 @pytest.mark.parametrize("recorded", ["extended", "all", None])
-def test_cpu_sessions_open_at_the_level_the_manifest_records(random_tiny_onnx, tmp_path, recorded):
+def test_cpu_sessions_open_at_the_level_the_manifest_records(model_copy, recorded):
     """None: a manifest written before the measurement, which keeps the old level (no NCHWc layout transform)."""
     import onnxruntime as ort
 
     from dcmif_ros.inference.graph_optimization import MANIFEST_KEY, graph_optimization_level
 
-    for path in random_tiny_onnx.parent.iterdir():
-        shutil.copy(path, tmp_path / path.name)
-    manifest_path = tmp_path / random_tiny_onnx.with_suffix(".json").name
+    manifest_path = model_copy.with_suffix(".json")
     manifest = json.loads(manifest_path.read_text())
     manifest[MANIFEST_KEY] = None if recorded is None else {"level": recorded}
     manifest_path.write_text(json.dumps(manifest))
-    engine = FusionEngine(tmp_path / random_tiny_onnx.name, provider="cpu")
+    engine = FusionEngine(model_copy, provider="cpu")
     expected = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if recorded == "all" else (
         ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
     assert engine.session.get_session_options().graph_optimization_level == expected
@@ -235,10 +233,8 @@ def test_auto_precision_picks_fp16_for_cuda_only(random_tiny_onnx):
         assert chosen == precision and path.name.endswith(".fp16.onnx") == (precision == "fp16")
 
 
-def test_missing_or_corrupt_fp16_graph_is_named(random_tiny_onnx, tmp_path):
-    for path in random_tiny_onnx.parent.iterdir():
-        shutil.copy(path, tmp_path / path.name)
-    model = tmp_path / random_tiny_onnx.name
+def test_missing_or_corrupt_fp16_graph_is_named(model_copy):
+    model = model_copy
     with pytest.raises(EngineError, match="unknown precision 'fp8'"):
         FusionEngine(model, provider="cpu", precision="fp8")
     fp16 = model.with_suffix(".fp16.onnx")

@@ -3,7 +3,6 @@ rewrites that let int8 kernels run, and how ``precision`` selects it (or refuses
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import onnx
@@ -117,10 +116,8 @@ def test_int8_on_a_provider_without_int8_kernels_is_refused_or_falls_back():
     assert int8_providers("cpu", PROVIDER_CHAINS["cpu"], allow_cpu_fallback=False) == (PROVIDER_CHAINS["cpu"], None)
 
 
-def test_missing_or_corrupt_int8_graph_is_named(random_tiny_onnx, tmp_path):
-    for path in random_tiny_onnx.parent.iterdir():
-        shutil.copy(path, tmp_path / path.name)
-    model = tmp_path / random_tiny_onnx.name
+def test_missing_or_corrupt_int8_graph_is_named(model_copy):
+    model = model_copy
     int8 = model.with_suffix(".int8.onnx")
     int8.write_bytes(int8.read_bytes()[:-10])
     with pytest.raises(EngineError, match="int8.onnx does not match the manifest"):

@@ -138,7 +138,8 @@ class DCMIFConfig:
     def with_encoder_of(self, trained: "DCMIFConfig") -> "DCMIFConfig":
         """This config for the networks trained after JSRL (RIN, RFN), after checking that a JSRL trained with
         ``trained`` fits it: the fields JSRL's weights depend on must agree, the later networks' need not."""
-        differ = self.differences(trained, ignore=frozenset({"name", "rin", "rfn", "text_feature_dim", "semantic", "rin_gain"}))
+        later_networks = frozenset({"name", "rin", "rfn", "text_feature_dim", "semantic", "rin_gain"})
+        differ = self.differences(trained, ignore=later_networks)
         if differ:
             raise ValueError(f"the JSRL stage was trained with another encoder than the {self.name} preset: "
                              + "; ".join(differ))
