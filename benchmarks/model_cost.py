@@ -18,8 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dcmif_ros.models import JSRL, FiLMHeads, get_config
 from dcmif_ros.models.dcmif import dcmif_from_jsrl
-from dcmif_ros.models.dictionary import synthesize
-from dcmif_ros.models.jsrl import frozen_encoders
+from dcmif_ros.models.dictionary import frozen_derived_weights, synthesize
 from dcmif_ros.prior import MINILM_FEATURE_DIM
 
 HEIGHT, WIDTH = 480, 640
@@ -45,7 +44,7 @@ def measure(size: str) -> dict:
     coefficients = torch.rand(1, config.atoms, HEIGHT, WIDTH)
     ren = net.ren
     # frozen as the export freezes it: REN's solve kernel is a constant of the graph, not derived per frame
-    with frozen_encoders(net):
+    with frozen_derived_weights(net):
         stages = {
             "REN solve (HeadNet and CSB, folded)": gflops(lambda: ren.solve(image)),
             "REN CoeNet": gflops(lambda: ren.coenet(coefficients, ren.prox_weight)),

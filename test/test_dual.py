@@ -1,7 +1,9 @@
 """DCMIF with real infrared: assembly from JSRL + AFRI, the ``dual`` stage, checkpoints, ONNX and serving."""
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,20 +18,23 @@ from dcmif_ros.inference.dual import (
 )
 from dcmif_ros.inference.engine import FusionEngine, pad_to_multiple
 from dcmif_ros.models import JSRL, get_config
-from dcmif_ros.models.dcmif import dcmif_from_jsrl, ren_from_jsrl
+from dcmif_ros.models.config import FUSION_GATE, FUSION_WARMTH
+from dcmif_ros.models.dcmif import dcmif_from_jsrl, ren_from_jsrl, with_fusion
 from dcmif_ros.models.dictionary import synthesize
 from synthetic_pairs import write_pairs
 
 TINY = get_config("tiny")
+PAPER_GATE = replace(TINY, fusion=FUSION_GATE)
 PARITY_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
 def trained_pieces():
-    """A random JSRL and a DCMIF net built from it, with a non-trivial gate (as after AFRI)."""
+    """A random JSRL and a DCMIF net built from it with the paper's gate (which the dual model starts from), a
+    non-trivial one (as after AFRI)."""
     torch.manual_seed(0)
     jsrl = JSRL(TINY).eval()
-    net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach())
+    net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach(), PAPER_GATE)
     with torch.no_grad():
         for param in net.rfn.parameters():
             param.add_(torch.randn_like(param) * 0.02)
@@ -43,7 +48,7 @@ def run_dir(trained_pieces, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     for stage, output in (("jsrl", {"model_config": TINY.to_dict(), "jsrl": jsrl.state_dict(),
                                     "dictionary": net.dictionary.clone()}),
-                          ("afri", {"model_config": TINY.to_dict(), "net": net.state_dict()})):
+                          ("afri", {"model_config": PAPER_GATE.to_dict(), "net": net.state_dict()})):
         (out / stage).mkdir()
         torch.save(output, out / stage / "final.pt")
     return out
@@ -54,13 +59,27 @@ def test_real_infrared_takes_the_place_of_the_pseudo_infrared(trained_pieces):
     dual = dual_from_dcmif(net, jsrl)
     luminance, infrared = torch.rand(1, 1, 48, 64), torch.rand(1, 1, 48, 64)
     with torch.no_grad():
+        for param in dual.rfn.parameters():  # a non-trivial gate, as after the dual stage
+            param.add_(torch.randn_like(param) * 0.02)
         coef_vis, coef_ir = net.ren(luminance), ren_from_jsrl(jsrl, "ir")(infrared)
-        weight, _ = net.rfn(coef_vis, coef_ir)
+        weight, _ = dual.rfn(coef_vis, coef_ir)
         expected = synthesize((1 - weight) * coef_vis + weight * coef_ir, net.dictionary)
         fused, gate = dual(luminance, infrared)
     assert torch.allclose(fused, expected, atol=1e-5)
     assert torch.allclose(gate, weight.mean(1, keepdim=True))
     assert not any(p.requires_grad for p in list(dual.ren_vis.parameters()) + list(dual.ren_ir.parameters()))
+
+
+def test_the_dual_gate_starts_from_a_paper_gate_and_afresh_from_a_warmth_gate(trained_pieces):
+    """A gate-fusion net's RFN fuses two coefficient maps, as the dual model does: it is copied. A warmth-fusion
+    net's gate reads RIN's features, which the dual model has not: its RFN starts from fresh weights."""
+    jsrl, gate_net = trained_pieces
+    copied = dual_from_dcmif(gate_net, jsrl)
+    warmth_net = with_fusion(copy.deepcopy(gate_net), FUSION_WARMTH)
+    fresh = dual_from_dcmif(warmth_net, jsrl)
+    for key, value in gate_net.rfn.state_dict().items():
+        assert torch.equal(copied.rfn.state_dict()[key], value)
+    assert not all(torch.equal(fresh.rfn.state_dict()[k], v) for k, v in gate_net.rfn.state_dict().items())
 
 
 def test_checkpoints_round_trip_and_name_what_is_wrong(trained_pieces, tmp_path):

@@ -1,14 +1,16 @@
 """The DCMIF networks: exact solves, gradients, identity initialisations, budgets of the tiny preset."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dcmif_ros.models import JSRL, DCMIFNet, FiLMHeads, get_config
 from dcmif_ros.models.blocks import CoefficientBackbone, UNetLevel
-from dcmif_ros.models.config import BackboneConfig, DCMIFConfig
-from dcmif_ros.models.dcmif import dcmif_from_jsrl, ren_from_jsrl
+from dcmif_ros.models.config import FUSION_GATE, FUSION_WARMTH, BackboneConfig, DCMIFConfig
+from dcmif_ros.models.dcmif import RFN, OffsetGate, dcmif_from_jsrl, ren_from_jsrl, with_fusion
 from dcmif_ros.models.dictionary import (
     DictionaryNormalEquations,
     adjoint_weight,
@@ -16,9 +18,12 @@ from dcmif_ros.models.dictionary import (
     blocked_correlate,
     circular_pad,
     coefficient_solve_fft,
+    field_synthesis_weight,
     normalize_atoms,
     solver_filter,
     synthesize,
+    synthesize_field,
+    upsample_field,
 )
 
 TINY = get_config("tiny")
@@ -113,6 +118,21 @@ def test_ren_folded_solve_equals_the_term_by_term_solve(height, width):
     assert 0.0 < ren.solve_truncation() < 1e-3
 
 
+@pytest.mark.parametrize("stride", [2, 4])
+def test_field_synthesis_is_the_synthesis_of_the_upsampled_field(stride):
+    """D ⋆ up(X) from X's resolution: exact but for the atom-radius rim, where the full-resolution synthesis
+    wraps around the frame and the field synthesis replicates the border cells."""
+    torch.manual_seed(stride)
+    dictionary = torch.randn(1, 16, 5, 5, dtype=torch.float64)
+    field = torch.randn(2, 16, 12, 15, dtype=torch.float64)
+    direct = synthesize(upsample_field(field, stride), dictionary)
+    low = synthesize_field(field, field_synthesis_weight(dictionary, stride))
+    rim = dictionary.shape[-1] // 2
+    assert low.shape == direct.shape
+    assert torch.allclose(low[..., rim:-rim, rim:-rim], direct[..., rim:-rim, rim:-rim], atol=1e-10)
+    assert not torch.allclose(low, direct, atol=1e-3)  # the rim does differ: the test can tell
+
+
 @pytest.mark.parametrize("height,width", [(48, 64), (50, 66)])
 def test_synthesis_on_pixel_blocks_is_the_direct_correlation(height, width):
     """Sizes that divide by SYNTHESIS_BLOCK take the strided, phase-laid-out form; the others the direct one."""
@@ -182,10 +202,11 @@ def test_configs_written_before_smooth_exits_load_with_transposed_exits():
     old = TINY.to_dict()
     for key in ("coenet", "rin", "rfn"):
         del old[key]["smooth_exit"]
-    del old["rin_gain"], old["semantic"]["objectness"]
+    del old["rin_gain"], old["semantic"]["objectness"], old["fusion"]
     loaded = DCMIFConfig.from_dict(old)
     assert not loaded.semantic.objectness
     assert not loaded.rin.smooth_exit and not loaded.rfn.smooth_exit and not loaded.rin_gain
+    assert loaded.fusion == FUSION_GATE
     assert TINY.rin.smooth_exit and TINY.rfn.smooth_exit and not TINY.coenet.smooth_exit
 
 
@@ -260,16 +281,63 @@ def test_film_heads_start_as_identity():
 def test_gate_mixes_the_two_coefficient_maps():
     torch.manual_seed(0)
     jsrl = JSRL(TINY)
-    net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach()).eval()
+    net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach(), replace(TINY, fusion=FUSION_GATE)).eval()
     with torch.no_grad():
-        out = net.infer(torch.rand(1, 1, 64, 64), *net.identity_film())
-        weight, gate = net.rfn(out.coef_vis, out.coef_pseudo_ir)
-        fused = synthesize(weight * out.coef_pseudo_ir + (1 - weight) * out.coef_vis, net.dictionary)
+        image = torch.rand(1, 1, 64, 64)
+        out = net.infer(image, *net.identity_film())
+        coef_pseudo_ir = net.rin(out.coef_vis, image)
+        weight, gate = net.rfn(out.coef_vis, coef_pseudo_ir)
+        fused = synthesize(weight * coef_pseudo_ir + (1 - weight) * out.coef_vis, net.dictionary)
     # the smooth exit takes the mean over atoms at low resolution: the same as after upsampling (bilinear is linear)
     assert torch.allclose(gate, weight.mean(1, keepdim=True), atol=1e-6)
     assert out.gate.shape == (1, 1, 64, 64)
     assert 0.0 <= out.gate.min() and out.gate.max() <= 1.0
     assert torch.allclose(fused, out.fused, atol=1e-6)
+
+
+def test_warmth_fusion_keeps_the_visible_coefficients_and_adds_the_gated_offset():
+    """Gate closed: the fused image is D ⋆ S̃_vis exactly. Gate open: D ⋆ (S̃_vis + up(O)), RIN's offset field,
+    away from the atom-radius rim where the field synthesis replicates instead of wrapping around."""
+    torch.manual_seed(9)
+    jsrl = JSRL(TINY)
+    net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach()).eval()
+    assert isinstance(net.rfn, OffsetGate)
+    image = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        net.rin.backbone.exit.project.bias[TINY.atoms :].fill_(0.3)  # a visible offset field
+        net.rfn.project.weight.zero_()
+        net.rfn.project.bias.fill_(-40.0)
+        closed = net.infer(image, *net.identity_film())
+        net.rfn.project.bias.fill_(40.0)
+        opened = net.infer(image, *net.identity_film())
+        guide = net.rin.guide(image)
+        _, offset = net.rin.fields(net.rin.features(closed.coef_vis, guide), guide)
+        expected = synthesize(closed.coef_vis + upsample_field(offset, net.rin.stride), net.dictionary)
+    assert torch.equal(closed.fused, synthesize(closed.coef_vis, net.dictionary))
+    assert closed.gate.max() < 1e-6 and opened.gate.min() > 1 - 1e-6
+    assert torch.equal(opened.pseudo_ir, closed.pseudo_ir)  # the gate shapes the fused image only
+    rim = TINY.kernel_size // 2
+    with torch.no_grad():
+        coef_pseudo_ir = net.rin(closed.coef_vis, image)
+    assert torch.allclose(closed.pseudo_ir[..., rim:-rim, rim:-rim],
+                          synthesize(coef_pseudo_ir, net.dictionary)[..., rim:-rim, rim:-rim], atol=1e-5)
+    assert (opened.fused - closed.fused).abs().mean() > 0.05
+    assert torch.allclose(opened.fused[..., rim:-rim, rim:-rim], expected[..., rim:-rim, rim:-rim], atol=1e-5)
+
+
+def test_with_fusion_starts_a_fresh_gate_only_when_the_form_changes():
+    net = DCMIFNet(replace(TINY, fusion=FUSION_GATE))
+    same = with_fusion(net, FUSION_GATE)
+    assert same is net and isinstance(net.rfn, RFN)
+    with_fusion(net, FUSION_WARMTH)
+    assert net.config.fusion == FUSION_WARMTH and isinstance(net.rfn, OffsetGate)
+
+
+def test_fusion_is_checked_when_a_config_is_made():
+    with pytest.raises(ValueError, match="unknown fusion 'max'"):
+        replace(TINY, fusion="max")
+    with pytest.raises(ValueError, match="needs rin_gain"):
+        replace(TINY, rin_gain=False)
 
 
 def test_tiny_preset_fits_the_cpu_budget():

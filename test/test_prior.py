@@ -589,6 +589,25 @@ def test_refresher_restarts_after_stop(embedded):
     assert refresher.current.version == 2 and refresher.current.frame_index == 1
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="the idle scheduling class is a Linux feature")
+def test_an_idle_refresh_thread_runs_in_the_idle_class_and_synchronous_refreshes_do_not():
+    """With ``worker_idle`` the refresh gets only CPU the image path leaves; an inline refresh keeps its caller's."""
+    caller = os.sched_getscheduler(0)
+    seen: list[int] = []
+
+    def compute(frame: np.ndarray) -> Prior:
+        seen.append(os.sched_getscheduler(threading.get_native_id()))
+        return Prior.identity(NUM_ATOMS)
+
+    with PriorRefresher(compute, RefreshConfig(every_n_frames=1, worker_idle=True), Prior.identity(NUM_ATOMS)) as live:
+        live.notify_frame(scene(1))
+        assert live.wait_idle(5.0)
+    PriorRefresher(compute, RefreshConfig(every_n_frames=1, synchronous=True, worker_idle=True),
+                   Prior.identity(NUM_ATOMS)).notify_frame(scene(2))
+    assert seen == [os.SCHED_IDLE, caller]
+    assert os.sched_getscheduler(0) == caller
+
+
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread niceness is a POSIX (Linux) feature")
 def test_the_refresh_thread_runs_at_a_lower_priority_and_synchronous_refreshes_do_not():
     """The image path must win the CPU from a refresh; an inline (offline) refresh must not slow its caller."""

@@ -51,11 +51,13 @@ class DualDCMIF(nn.Module):
 
 
 def dual_from_dcmif(net: DCMIFNet, jsrl: JSRL) -> DualDCMIF:
-    """The visible encoder, gate and dictionary of a trained DCMIF net, with JSRL's infrared branch added."""
+    """The visible encoder, gate (the paper's RFN, else a fresh one) and dictionary of a trained DCMIF net, with
+    JSRL's infrared branch added."""
     dual = DualDCMIF(net.config)
     dual.ren_vis.load_state_dict(net.ren.state_dict())
     dual.ren_ir.load_state_dict(ren_from_jsrl(jsrl, "ir").state_dict())
-    dual.rfn.load_state_dict(net.rfn.state_dict())
+    if isinstance(net.rfn, RFN):  # a warmth-fusion gate reads RIN's features, which the dual model has not
+        dual.rfn.load_state_dict(net.rfn.state_dict())
     with torch.no_grad():
         dual.dictionary.copy_(net.dictionary)
     for encoder in (dual.ren_vis, dual.ren_ir):
@@ -127,7 +129,8 @@ class DualDCMIFStage:
         jsrl, _ = jsrl_from_output(load_stage_output(config.out, "jsrl"))
         afri = load_stage_output(config.out, "afri")
         net = DCMIFNet(DCMIFConfig.from_dict(afri["model_config"]))
-        get_config(config.model).require_same(net.config, f"{config.out}/afri/final.pt")
+        # the dual model fuses with an RFN of its own, whatever the visible model's fusion
+        get_config(config.model).require_same(net.config, f"{config.out}/afri/final.pt", ignore=frozenset({"fusion"}))
         net.load_state_dict(afri["net"])
         self.model = dual_from_dcmif(net, jsrl).to(config.device)
         self.model.rfn.train()

@@ -58,6 +58,7 @@ class PipelineConfig:
     threads: int | None = None
     prior_threads: int | None = PRIOR_SESSION_THREADS  # None: the first pass shares the image path's session
     prior_niceness: int = PRIOR_NICENESS
+    prior_idle: bool = True  # the refresh thread runs on idle CPU only (RefreshConfig.worker_idle)
     spin_wait: bool = True  # onnxruntime threads spin between operators (engine.SPIN_CONFIG_KEY); False in the node
 
 
@@ -90,7 +91,7 @@ class FusionPipeline:
         self.refresher = PriorRefresher(
             self.compute_prior,
             RefreshConfig(config.refresh_every_n_frames, config.prior_timeout_s, config.synchronous_prior,
-                          config.prior_niceness),
+                          config.prior_niceness, config.prior_idle),
             Prior.identity(self.engine.atoms),
         )
         if self.uses_prior:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+FUSION_GATE, FUSION_WARMTH = "gate", "warmth"
+FUSIONS = (FUSION_GATE, FUSION_WARMTH)
 SOLVE_BLOCK = 4  # REN's solve kernel runs on 4×4 pixel blocks (measured fastest of 1, 2 and 4 in onnxruntime)
 
 # MobileNetV2's inverted-residual table: (expansion t, output channels c, repeats n, first stride s)
@@ -89,6 +91,12 @@ class DCMIFConfig:
     add smooth fields, which leaves every visible edge in the pseudo-IR (an edge map); the gain removes
     the visible detail an infrared camera would not see, region by region, and the offset adds the warmth.
     It is FiLM's (γ, β) per atom made spatial. False is the paper's residual RIN.
+    ``fusion`` is how RFN's gate W combines the coefficients: ``"gate"`` is the paper's
+    S_f = (1 − W) ⊙ S̃_vis + W ⊙ S_pir, which replaces visible detail by the pseudo-IR's softer one wherever
+    the gate opens; ``"warmth"`` is S_f = S̃_vis + W ⊙ O, RIN's offset field (the warmth it adds) admitted
+    where the gate opens and every visible coefficient kept, with W read from RIN's own features
+    (``dcmif.OffsetGate``; needs ``rin_gain``; docs/model.md, "Warmth fusion"). ``rfn`` shapes the paper's RFN,
+    which the dual-modal model keeps.
     """
 
     name: str
@@ -107,6 +115,13 @@ class DCMIFConfig:
     text_feature_dim: int = 384
     semantic: SemanticConfig | None = None
     rin_gain: bool = False
+    fusion: str = FUSION_GATE
+
+    def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
+        if self.fusion == FUSION_WARMTH and not self.rin_gain:
+            raise ValueError("warmth fusion needs rin_gain: the gate admits RIN's offset field")
 
     @property
     def pad_multiple(self) -> int:
@@ -138,19 +153,21 @@ class DCMIFConfig:
     def with_encoder_of(self, trained: "DCMIFConfig") -> "DCMIFConfig":
         """This config for the networks trained after JSRL (RIN, RFN), after checking that a JSRL trained with
         ``trained`` fits it: the fields JSRL's weights depend on must agree, the later networks' need not."""
-        later_networks = frozenset({"name", "rin", "rfn", "text_feature_dim", "semantic", "rin_gain"})
+        later_networks = frozenset({"name", "rin", "rfn", "text_feature_dim", "semantic", "rin_gain", "fusion"})
         differ = self.differences(trained, ignore=later_networks)
         if differ:
             raise ValueError(f"the JSRL stage was trained with another encoder than the {self.name} preset: "
                              + "; ".join(differ))
         return self
 
-    def require_same(self, trained: "DCMIFConfig", source: str) -> None:
-        """Raise unless ``trained`` (the config of the network in ``source``) is this one: the stages after VGII
-        train on its networks as they are, so a --model naming another preset would be silently ignored."""
-        differ = self.differences(trained)
+    def require_same(self, trained: "DCMIFConfig", source: str, ignore: frozenset[str] = frozenset()) -> None:
+        """Raise unless ``trained`` (the config of the network in ``source``) is this one outside ``ignore``: the
+        stages after VGII train on its networks as they are, so a --model naming another preset would be
+        silently ignored."""
+        differ = self.differences(trained, ignore)
         if differ:
-            known = PRESETS.get(trained.name) == trained
+            preset = PRESETS.get(trained.name)
+            known = preset is not None and not preset.differences(trained, ignore)
             held, option = (f"a {trained.name}", f"--model {trained.name}") if known else (
                 "another", "the --model it was trained with")
             raise ValueError(f"{source} holds {held} model, not the {self.name} preset: pass {option} "
@@ -177,6 +194,7 @@ PRESETS: dict[str, DCMIFConfig] = {
         rfn=BackboneConfig(width=24, smooth_exit=True),
         semantic=SemanticConfig(objectness=True),
         rin_gain=True,
+        fusion=FUSION_WARMTH,
     ),
     "base": DCMIFConfig(
         name="base",
@@ -189,6 +207,7 @@ PRESETS: dict[str, DCMIFConfig] = {
         dicnet_width=64,
         semantic=SemanticConfig(objectness=True),
         rin_gain=True,
+        fusion=FUSION_WARMTH,
     ),
 }
 

@@ -1,21 +1,24 @@
 """The DCMIF inference network: REN → FiLM → RIN → RFN gate → TailNet, all in the coefficient domain.
 
 Per frame: S̃_vis = REN(Y); S_fm = γ ⊙ S̃_vis + β; S_pir = RIN(S_fm); (W_vis, W_pir) = softmax(RFN(S̃_vis, S_pir));
-S_f = W_vis ⊙ S̃_vis + W_pir ⊙ S_pir; I_f = D ⋆ S_f, I_pir = D ⋆ S_pir.
+S_f = W_vis ⊙ S̃_vis + W_pir ⊙ S_pir; I_f = D ⋆ S_f, I_pir = D ⋆ S_pir. With warmth fusion (``DCMIFConfig.fusion``)
+RIN writes S_pir = G ⊙ S_fm + O and the gate admits its offset field: S_f = S̃_vis + W ⊙ O.
 γ, β are graph inputs: identity (γ = 1, β = 0) gives the first-pass pseudo-IR that the language-model prior
 reviews; the prior's γ, β then modulate every following frame (DCMIF Alg. 2, with the first RIN pass run only
 when the prior refreshes instead of on every frame).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from dcmif_ros.models.blocks import CoefficientBackbone, SmoothExit
-from dcmif_ros.models.config import DCMIFConfig
-from dcmif_ros.models.dictionary import normalize_atoms, solver_filter, synthesize
+from dcmif_ros.models.blocks import CoefficientBackbone, SmoothExit, blocks
+from dcmif_ros.models.config import FUSION_WARMTH, DCMIFConfig
+from dcmif_ros.models.dictionary import (field_synthesis_weight, normalize_atoms, solver_filter, synthesize,
+                                         synthesize_field, upsample_field)
 from dcmif_ros.models.jsrl import JSRL, REN
 from dcmif_ros.models.semantic import SemanticBranch
 
@@ -44,15 +47,31 @@ class RIN(nn.Module):
     def guide(self, luminance: torch.Tensor) -> torch.Tensor | None:
         return None if self.semantic is None else self.semantic(luminance)
 
+    def features(self, coefficients: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+        """The trunk's features at the entry resolution, which the fields (and warmth fusion's gate) read."""
+        return self.backbone.trunk(coefficients, guide=guide)
+
+    def fields(self, features: torch.Tensor, guide: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gain G ∈ (0, 2) and offset O fields at the entry resolution (``rin_gain`` models)."""
+        gain, offset = self.backbone.exit.project(features).chunk(2, dim=1)  # squashed at low resolution
+        if self.warmth is not None and guide is not None:  # object warmth: objectness map × a learned atom vector
+            offset = offset + self.warmth.reshape(1, -1, 1, 1) * torch.sigmoid(self.semantic.objectness(guide))
+        return 2.0 * torch.sigmoid(gain), offset
+
+    def apply_fields(self, coefficients: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """S_pir = up(G) ⊙ S_fm + up(O), the two upsampled apart: a full-resolution concatenation and split
+        cost more than the upsampling."""
+        return upsample_field(gain, self.stride) * coefficients + upsample_field(offset, self.stride)
+
+    @property
+    def stride(self) -> int:
+        """Full resolution over the fields' resolution."""
+        return self.backbone.exit.stride
+
     def guided(self, coefficients: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
         if not self.gain:
             return coefficients + self.backbone(coefficients, guide=guide)
-        exit = self.backbone.exit  # a SmoothExit: the gain is squashed at low resolution, then both upsampled
-        gain, offset = exit.project(self.backbone.trunk(coefficients, guide=guide)).chunk(2, dim=1)
-        if self.warmth is not None and guide is not None:  # object warmth: objectness map × a learned atom vector
-            offset = offset + self.warmth.reshape(1, -1, 1, 1) * torch.sigmoid(self.semantic.objectness(guide))
-        # apart, not as one tensor: a full-resolution concatenation and split cost more than the upsampling
-        return exit.upsample(2.0 * torch.sigmoid(gain)) * coefficients + exit.upsample(offset)
+        return self.apply_fields(coefficients, *self.fields(self.features(coefficients, guide), guide))
 
     def forward(self, coefficients: torch.Tensor, luminance: torch.Tensor) -> torch.Tensor:
         return self.guided(coefficients, self.guide(luminance))
@@ -97,13 +116,32 @@ class RFN(nn.Module):
         return exit.upsample(weight), exit.upsample(weight.mean(1, keepdim=True))
 
 
+class OffsetGate(nn.Module):
+    """RFN for warmth fusion: the per-atom gate W over RIN's offset field, read from the features RIN computed
+    that field from (a 1×1 convolution at RIN's entry resolution). The paper's RFN re-encodes (S̃_vis, S_pir)
+    from full resolution through a U-Net of its own; RIN's trunk already holds both, and reading it makes the
+    gate nearly free (docs/model.md, "Warmth fusion": an eighth of the frame time)."""
+
+    def __init__(self, config: DCMIFConfig):
+        super().__init__()
+        self.body = blocks(config.rin.width, 1, config.rin.expansion)
+        self.project = nn.Conv2d(config.rin.width, config.atoms, 1)
+
+    def forward(self, rin_features: torch.Tensor) -> torch.Tensor:
+        """W (N, B, h, w) in (0, 1) at RIN's entry resolution."""
+        return torch.sigmoid(self.project(self.body(rin_features)))
+
+
+def make_rfn(config: DCMIFConfig) -> nn.Module:
+    return OffsetGate(config) if config.fusion == FUSION_WARMTH else RFN(config)
+
+
 @dataclass
 class DCMIFOutput:
     fused: torch.Tensor
     pseudo_ir: torch.Tensor
     gate: torch.Tensor
     coef_vis: torch.Tensor
-    coef_pseudo_ir: torch.Tensor
 
 
 class DCMIFNet(nn.Module):
@@ -115,12 +153,31 @@ class DCMIFNet(nn.Module):
         atoms, k = config.atoms, config.kernel_size
         self.ren = REN(config)
         self.rin = RIN(config)
-        self.rfn = RFN(config)
+        self.rfn = make_rfn(config)
         self.register_buffer("dictionary", torch.zeros(1, atoms, k, k))
+        self._frozen_field_weight: torch.Tensor | None = None
+
+    def field_weight(self) -> torch.Tensor:
+        """``field_synthesis_weight`` of D at RIN's field stride (warmth fusion synthesises its field with it)."""
+        if self._frozen_field_weight is not None:
+            return self._frozen_field_weight
+        return field_synthesis_weight(self.dictionary, self.rin.stride)
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """Hold ``field_weight`` as a constant while a graph is exported (see ``jsrl.REN.frozen``)."""
+        with torch.no_grad():
+            self._frozen_field_weight = self.field_weight().detach() if self.config.fusion == FUSION_WARMTH else None
+        try:
+            yield self
+        finally:
+            self._frozen_field_weight = None
 
     def infer(self, luminance: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> DCMIFOutput:
         coef_vis = self.ren(luminance)
         modulated = gamma.reshape(-1, self.config.atoms, 1, 1) * coef_vis + beta.reshape(-1, self.config.atoms, 1, 1)
+        if self.config.fusion == FUSION_WARMTH:
+            return self.warmth_fusion(luminance, coef_vis, modulated)
         coef_pir = self.rin(modulated, luminance)
         weight_pir, gate = self.rfn(coef_vis, coef_pir)
         coef_fused = coef_vis + weight_pir * (coef_pir - coef_vis)  # W_vis ⊙ S_vis + W_pir ⊙ S_pir
@@ -129,7 +186,24 @@ class DCMIFNet(nn.Module):
             pseudo_ir=synthesize(coef_pir, self.dictionary),
             gate=gate,
             coef_vis=coef_vis,
-            coef_pseudo_ir=coef_pir,
+        )
+
+    def warmth_fusion(self, luminance: torch.Tensor, coef_vis: torch.Tensor, modulated: torch.Tensor) -> DCMIFOutput:
+        """S_f = S̃_vis + up(W ⊙ O): every visible coefficient kept, RIN's warmth admitted where the gate opens.
+        D is linear, so each smooth field is synthesised at its own resolution (``synthesize_field``):
+        I_f = D ⋆ S̃_vis + D ⋆ up(W ⊙ O) and I_pir = D ⋆ (up(G) ⊙ S_fm) + D ⋆ up(O), which is D ⋆ S_pir but for
+        the atom-radius rim (two full-resolution upsamplings and sums fewer per frame)."""
+        guide = self.rin.guide(luminance)
+        features = self.rin.features(modulated, guide)
+        gain, offset = self.rin.fields(features, guide)
+        weight = self.rfn(features)
+        field_weight = self.field_weight()
+        kept = synthesize(upsample_field(gain, self.rin.stride) * modulated, self.dictionary)
+        return DCMIFOutput(
+            fused=synthesize(coef_vis, self.dictionary) + synthesize_field(weight * offset, field_weight),
+            pseudo_ir=kept + synthesize_field(offset, field_weight),
+            gate=upsample_field(weight.mean(1, keepdim=True), self.rin.stride),
+            coef_vis=coef_vis,
         )
 
     def forward(self, luminance: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor):
@@ -140,6 +214,15 @@ class DCMIFNet(nn.Module):
     def identity_film(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.dictionary.device
         return torch.ones(batch, self.config.atoms, device=device), torch.zeros(batch, self.config.atoms, device=device)
+
+
+def with_fusion(net: DCMIFNet, fusion: str) -> DCMIFNet:
+    """``net`` fusing by ``fusion`` (a ``DCMIFConfig.fusion``): where that changes RFN's form, RFN starts from
+    fresh weights (VGII never trains RFN; AFRI trains it from its initial weights either way)."""
+    if net.config.fusion != fusion:
+        net.config = replace(net.config, fusion=fusion)
+        net.rfn = make_rfn(net.config).to(net.dictionary.device)
+    return net
 
 
 def ren_from_jsrl(jsrl: JSRL, modality: str = "vis") -> REN:

@@ -14,6 +14,7 @@ Conventions (used everywhere in the package):
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Callable
@@ -63,6 +64,40 @@ def synthesize(coefficients: torch.Tensor, dictionary: torch.Tensor) -> torch.Te
         return F.conv2d(padded, dictionary)
     blocks = F.conv2d(padded, phase_dictionary(dictionary, SYNTHESIS_BLOCK), stride=SYNTHESIS_BLOCK)
     return F.pixel_shuffle(blocks, SYNTHESIS_BLOCK)
+
+
+def upsample_field(field: torch.Tensor, stride: int) -> torch.Tensor:
+    """A low-resolution coefficient field at full resolution: the bilinear upsampling every smooth exit uses."""
+    return F.interpolate(field, scale_factor=stride, mode="bilinear", align_corners=False)
+
+
+def field_synthesis_radius(kernel_size: int, stride: int) -> int:
+    """Low-resolution cells on each side that one block of D ⋆ up(X) depends on: one for the bilinear
+    upsampling, and the atom radius in blocks for the synthesis."""
+    return 1 + -(-(kernel_size // 2) // stride)
+
+
+def field_synthesis_weight(dictionary: torch.Tensor, stride: int) -> torch.Tensor:
+    """D ⋆ up(X) for a low-resolution field X as one correlation at X's resolution writing stride×stride pixel
+    blocks: (stride², B, 2R+1, 2R+1), read off the exact operator's responses to one impulse per atom."""
+    atoms, kernel_size = dictionary.shape[1], dictionary.shape[-1]
+    radius = field_synthesis_radius(kernel_size, stride)
+    size = 4 * radius + 1  # an impulse at the centre never reaches the (circular) border
+    centre = size // 2
+    impulses = dictionary.new_zeros(atoms, atoms, size, size)
+    impulses[torch.arange(atoms), torch.arange(atoms), centre, centre] = 1.0
+    blocks = F.pixel_unshuffle(synthesize(upsample_field(impulses, stride), dictionary), stride)  # (B, s², n, n)
+    window = blocks[..., centre - radius : centre + radius + 1, centre - radius : centre + radius + 1]
+    return window.flip(-1, -2).transpose(0, 1)  # a correlation reads the response backwards
+
+
+def synthesize_field(field: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """D ⋆ up(X) for a low-resolution field X, given ``field_synthesis_weight``: the full-resolution upsampled
+    coefficients are never built (one small correlation instead of an upsampling, an addition and a share of the
+    synthesis over B full-resolution maps). The field is extended by replicating its border cells (a smooth
+    field has no reason to wrap around the frame); away from the border it equals ``synthesize(upsample_field(X))``."""
+    stride, radius = math.isqrt(weight.shape[0]), weight.shape[-1] // 2
+    return F.pixel_shuffle(F.conv2d(F.pad(field, (radius,) * 4, mode="replicate"), weight), stride)
 
 
 def adjoint_weight(dictionary: torch.Tensor) -> torch.Tensor:
@@ -208,3 +243,14 @@ def dictionary_solve(
     for s, y in zip(coefficients, images):
         equations.add(s, y)
     return equations.solve(prior, prior_weight)
+
+
+@contextlib.contextmanager
+def frozen_derived_weights(model: torch.nn.Module):
+    """Enter the ``frozen()`` context of every module inside ``model`` that has one (REN's solve kernel, warmth
+    fusion's field kernel): weights derived from D are then held as constants while a graph is exported."""
+    with contextlib.ExitStack() as stack:
+        for module in model.modules():
+            if callable(getattr(module, "frozen", None)):
+                stack.enter_context(module.frozen())
+        yield model

@@ -223,13 +223,3 @@ class REN(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.coenet(self.solve(image), self.prox_weight)
-
-
-@contextlib.contextmanager
-def frozen_encoders(model: nn.Module):
-    """``REN.frozen`` for every REN inside ``model`` (none: nothing changes)."""
-    with contextlib.ExitStack() as stack:
-        for module in model.modules():
-            if isinstance(module, REN):
-                stack.enter_context(module.frozen())
-        yield model

@@ -55,6 +55,9 @@ class RefreshConfig:
     timeout_s: float = math.inf
     synchronous: bool = False
     worker_niceness: int = 0  # added to the worker thread's niceness (0: same priority as the caller)
+    # the worker thread in Linux's idle scheduling class (SCHED_IDLE): it gets only CPU time no other thread wants,
+    # so a refresh never delays a frame, and on a saturated CPU refreshes come later instead (niceness then moot)
+    worker_idle: bool = False
 
     def __post_init__(self) -> None:
         if self.every_n_frames < 1:
@@ -210,6 +213,8 @@ class PriorRefresher:
     def _serve(self) -> None:
         if self._config.worker_niceness:
             lower_thread_priority(self._config.worker_niceness)
+        if self._config.worker_idle:
+            run_thread_when_idle()
         while (request := self._take_request()) is not None:
             try:
                 self._refresh(request)
@@ -280,3 +285,12 @@ def lower_thread_priority(niceness: int) -> None:
                        os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + niceness)
     except (AttributeError, OSError) as exc:
         LOG.info("prior refresher: thread priority unchanged (%s)", exc)
+
+
+def run_thread_when_idle() -> None:
+    """Move the calling thread to the idle scheduling class (Linux: per thread); elsewhere, or if refused, a
+    logged no-op, since it only changes how the thread shares the CPU."""
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError) as exc:
+        LOG.info("prior refresher: thread scheduling unchanged (%s)", exc)
