@@ -11,10 +11,12 @@ Lifecycle (yolo_ros layout): configure reads and checks the parameters and creat
 loads the model(s) (onnxruntime sessions, warm-up, prior backend) and subscribes; deactivate unsubscribes and
 frees the model. The node runs configure and activate itself unless ``autostart`` is false.
 
-Threads: the image callback only stores the newest frame (``LatestFrameSlot``); one worker decodes, fuses and
-publishes it; the pipeline's refresher computes FiLM priors in a third thread, so nothing on the image path
-ever waits for the language model. The worker survives anything a frame does to it (the exception is counted,
-reported and logged); should the thread stop all the same, the report timer says ERROR and starts a new one.
+Threads: the image callback only stores the newest frame (``LatestFrameSlot``); ``inference_workers`` workers
+(two on the CPU, one on a GPU) each take the newest frame when free, decode, fuse and publish it, in stamp order
+(a frame finished after a newer one was published is dropped); the pipeline's refresher computes FiLM priors
+in a thread of its own, so nothing on the image path ever waits for the language model. A worker survives
+anything a frame does to it (the exception is counted, reported and logged); should a thread stop all the
+same, the report timer says ERROR and starts a new one.
 """
 from __future__ import annotations
 
@@ -100,8 +102,10 @@ class DcmifNode(LifecycleNode):
         self._ir_subscription = None
         self._fusion_mode = FusionStatus.FUSION_MODE_VIS_ONLY
         self._slot: LatestFrameSlot | None = None
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._worker_started_s = 0.0
+        self._publish_lock = threading.Lock()  # outputs leave in stamp order, whichever worker fused them
+        self._last_published_stamp: tuple[int, int] | None = None
         self._report_timer = None
         self._stats = FrameStats()
         self._reports = ReportBuilder()
@@ -163,7 +167,8 @@ class DcmifNode(LifecycleNode):
         self._fusion_mode = FusionStatus.FUSION_MODE_VIS_ONLY
         enabled = super().on_activate(state)  # enables the publishers before any frame can arrive
         self._slot = LatestFrameSlot()
-        self._start_worker()
+        self._last_published_stamp = None
+        self._start_workers()
         self._subscription = self._create_input_subscription(config.use_compressed)
         if infrared is not None:
             self._ir_subscription = self._create_image_subscription(Image, IR_TOPIC, infrared.add)
@@ -207,12 +212,13 @@ class DcmifNode(LifecycleNode):
             if self._slot.close():
                 self._stats.count_stale()
             self._slot = None
-        if self._worker is not None:
-            self._worker.join(WORKER_JOIN_TIMEOUT_S)
-            if self._worker.is_alive():
-                self.get_logger().warning(f"the fusion worker was still busy {WORKER_JOIN_TIMEOUT_S:g} s after "
-                                          "deactivation; it will exit after its frame")
-            self._worker = None
+        deadline = time.monotonic() + WORKER_JOIN_TIMEOUT_S
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        if any(worker.is_alive() for worker in self._workers):
+            self.get_logger().warning(f"a fusion worker was still busy {WORKER_JOIN_TIMEOUT_S:g} s after "
+                                      "deactivation; it will exit after its frame")
+        self._workers = []
         if self._pipeline is not None:
             self._pipeline.close()
             self._pipeline = None
@@ -256,12 +262,16 @@ class DcmifNode(LifecycleNode):
 
     # --- the worker -------------------------------------------------------------------------------------
 
-    def _start_worker(self) -> None:
-        self._worker = threading.Thread(target=self._serve_frames,
-                                        args=(self._slot, self._pipeline, self._infrared),
-                                        name=WORKER_THREAD_NAME, daemon=True)
+    def _start_workers(self) -> None:
+        """Start the missing ones of the ``workers`` worker threads (all of them on activation)."""
+        alive = [worker for worker in self._workers if worker.is_alive()]
+        for index in range(len(alive), self._config.workers):
+            worker = threading.Thread(target=self._serve_frames, args=(self._slot, self._pipeline, self._infrared),
+                                      name=f"{WORKER_THREAD_NAME}-{index}", daemon=True)
+            worker.start()
+            alive.append(worker)
+        self._workers = alive
         self._worker_started_s = time.monotonic()
-        self._worker.start()
 
     def _serve_frames(self, slot: LatestFrameSlot, pipeline: FusionPipeline, infrared: InfraredInput | None) -> None:
         while (pending := slot.take()) is not None:
@@ -303,13 +313,22 @@ class DcmifNode(LifecycleNode):
             self._problems.report(ProblemKind.INFERENCE_FAILED, reason)
             return
         header = message.header
+        outputs = []
         if wanted.fused:
-            self._outputs[FUSED_TOPIC].publish(image_message(encode_bgr8(result.fused), header))
+            outputs.append((FUSED_TOPIC, image_message(encode_bgr8(result.fused), header)))
         if wanted.pseudo_thermal:
-            self._outputs[PSEUDO_THERMAL_TOPIC].publish(image_message(encode_mono8(thermal), header))
+            outputs.append((PSEUDO_THERMAL_TOPIC, image_message(encode_mono8(thermal), header)))
         if wanted.debug_gate and result.gate is not None:
-            self._outputs[GATE_TOPIC].publish(image_message(gate_colormap(result.gate), header))
-        self._fusion_mode = mode
+            outputs.append((GATE_TOPIC, image_message(gate_colormap(result.gate), header)))
+        stamp = (header.stamp.sec, header.stamp.nanosec)
+        with self._publish_lock:
+            if self._last_published_stamp is not None and stamp < self._last_published_stamp:
+                self._stats.count_superseded()  # another worker published a newer frame first
+                return
+            self._last_published_stamp = stamp
+            for topic, output in outputs:
+                self._outputs[topic].publish(output)
+            self._fusion_mode = mode
         self._stats.count_processed(pending.received_s, pending.taken_s, result.timings_ms["total"], header.stamp)
 
     def _wanted_outputs(self) -> OutputSwitches:
@@ -335,7 +354,8 @@ class DcmifNode(LifecycleNode):
         """
         pipeline, now_s = self._pipeline, time.monotonic()
         counts = self._stats.snapshot()
-        worker = WorkerState.of(self._worker.is_alive(), counts, self._worker_started_s, now_s)
+        worker = WorkerState.of(all(w.is_alive() for w in self._workers), counts, self._worker_started_s, now_s,
+                                self._config.workers, self._config.threads)
         report = self._reports.build(counts, EngineState.of(pipeline), PriorState.of(pipeline), worker, now_s)
         health = assess(report)
         if health.level == FusionStatus.LEVEL_ERROR and self._level != FusionStatus.LEVEL_ERROR:
@@ -348,7 +368,7 @@ class DcmifNode(LifecycleNode):
             self._outputs[STATUS_TOPIC].publish(fusion_status(report, health, stamp, self._fusion_mode))
         self._diagnostics.publish(report, health, stamp)
         if not worker.alive:
-            self._start_worker()
+            self._start_workers()
 
     # --- parameters ------------------------------------------------------------------------------------
 

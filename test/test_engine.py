@@ -1,6 +1,7 @@
 """ONNX export parity and the FusionEngine: providers, manifest checks, bad frames."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -282,3 +283,20 @@ def test_the_node_lets_onnxruntime_threads_sleep_between_operators(random_tiny_o
         spinning.session.get_session_options().get_session_config_entry(SPIN_CONFIG_KEY)
     node = NodeConfig(Path(random_tiny_onnx), "cpu", "auto", True, 0, "auto", "none", 30.0, False, 1.0)
     assert node.pipeline_config(30).spin_wait is False
+
+
+def test_the_node_shares_the_cpu_cores_out_among_two_workers_and_obeys_explicit_counts(random_tiny_onnx, monkeypatch):
+    """auto on the CPU provider: two workers, the cores split between them; explicit values win."""
+    import os
+    from pathlib import Path
+
+    from dcmif_ros.ros.parameters import CPU_INFERENCE_WORKERS, NodeConfig
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    auto = NodeConfig(Path(random_tiny_onnx), "cpu", "auto", True, 0, "auto", "none", 30.0, False, 1.0)
+    assert (auto.workers, auto.threads) == (CPU_INFERENCE_WORKERS, 8 // CPU_INFERENCE_WORKERS)
+    assert auto.pipeline_config(30).threads == 8 // CPU_INFERENCE_WORKERS
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert auto.threads == 1  # never zero threads
+    explicit = dataclasses.replace(auto, inference_workers=3, inference_threads=5)
+    assert (explicit.workers, explicit.threads) == (3, 5)

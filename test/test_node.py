@@ -142,8 +142,8 @@ def test_deactivate_frees_the_model_and_activate_resumes(make_graph):
     fused = graph.listen("fused/image")
     graph.fuse(image(sec=1_700_000_400))
     assert graph.change_state(Transition.TRANSITION_DEACTIVATE)
-    assert graph.node._pipeline is None and graph.node._worker is None
-    assert not any(t.name == WORKER_THREAD_NAME for t in threading.enumerate())
+    assert graph.node._pipeline is None and graph.node._workers == []
+    assert not any(t.name.startswith(WORKER_THREAD_NAME) for t in threading.enumerate())
     graph.camera.publish(image(sec=1_700_000_401))
     time.sleep(0.5)
     assert all(m.header.stamp.sec != 1_700_000_401 for m in fused), "an inactive node must not publish"
@@ -232,7 +232,8 @@ def test_prior_refreshes_and_shutdown_leaves_no_threads(make_graph):
     status = graph.latest_status(lambda s: s.prior_version >= 1)
     assert status.prior_backend == "embedded"
     assert graph.change_state(Transition.TRANSITION_ACTIVE_SHUTDOWN)
-    dcmif_threads = [t.name for t in threading.enumerate() if t.name in (WORKER_THREAD_NAME, PRIOR_THREAD_NAME)]
+    dcmif_threads = [t.name for t in threading.enumerate()
+                     if t.name.startswith(WORKER_THREAD_NAME) or t.name == PRIOR_THREAD_NAME]
     assert not dcmif_threads, f"threads left after shutdown: {dcmif_threads}"
     graph.close()
 
@@ -270,6 +271,40 @@ def test_a_rejected_frame_next_to_a_transport_loss_kills_nothing(make_graph, los
     status = graph.latest_status(lambda s: s.frames_processed >= 1)
     assert (status.frames_rejected, status.frames_lost_in_transport) == (1, 305)
     assert status.frames_dropped == status.frames_rejected + status.frames_replaced
+
+
+def test_two_workers_fuse_side_by_side_and_never_publish_back_in_time(make_graph, monkeypatch):
+    """On the CPU provider two workers take frames; a frame fused after a newer one was published is dropped
+    (counted as replaced), so the outputs' stamps only go forward."""
+    graph = make_graph()
+    assert graph.node._config.workers == 2 and len(graph.node._workers) == 2
+    fused = graph.listen("fused/image")
+    graph.listen_status()
+    pipeline = graph.node._pipeline
+    process, slow_started = pipeline.process, threading.Event()
+
+    def first_one_slow(frame, want_gate=False):
+        if not slow_started.is_set():
+            slow_started.set()
+            time.sleep(1.0)  # the other worker fuses and publishes the next frame meanwhile
+        return process(frame, want_gate=want_gate)
+
+    monkeypatch.setattr(pipeline, "process", first_one_slow)
+    older, newer = image("bgr8", 64, 48, sec=1_700_000_650), image("bgr8", 64, 48, sec=1_700_000_651)
+    graph.publish(older)
+    assert wait_until(slow_started.is_set)
+    assert graph.fuse(newer).header == newer.header
+    status = graph.latest_status(lambda s: s.frames_replaced >= 1 and s.frames_processed >= 1)
+    assert (status.frames_processed, status.frames_replaced) == (1, 1)
+    assert [m.header.stamp for m in fused] == [newer.header.stamp]
+
+
+def test_one_worker_when_asked(make_graph):
+    graph = make_graph(inference_workers=1)
+    assert len(graph.node._workers) == 1
+    graph.listen("fused/image")
+    frame = image("bgr8", 64, 48, sec=1_700_000_660)
+    assert graph.fuse(frame).header == frame.header
 
 
 def test_an_unexpected_worker_exception_costs_one_frame_not_the_worker(make_graph, monkeypatch):
@@ -312,7 +347,7 @@ def test_a_stopped_worker_turns_health_to_error_and_is_restarted(make_graph, mon
     error = next(s for s in statuses if s.level == FusionStatus.LEVEL_ERROR)
     assert wait_until(lambda: any(a.status[0].level == DiagnosticStatus.ERROR and "worker" in a.status[0].message
                                   for a in diagnostics))
-    assert wait_until(lambda: logged(graph, Log.ERROR, "the fusion worker thread has stopped")), error
+    assert wait_until(lambda: logged(graph, Log.ERROR, "a fusion worker thread has stopped")), error
     good = image("bgr8", 64, 48, sec=1_700_000_701)
     assert graph.fuse(good).header == good.header, "the report timer restarts the worker"
 

@@ -160,9 +160,10 @@ class PriorRefresher:
         self._worker.start()
 
     def notify_frame(self, frame_bgr: np.ndarray) -> None:
-        """Count one processed frame; on every N-th, refresh from it. Call from one thread (the inference path)."""
-        frame_index = self._frame_count
-        self._frame_count += 1
+        """Count one processed frame; on every N-th, refresh from it. Safe from several inference workers."""
+        with self._lock:
+            frame_index = self._frame_count
+            self._frame_count += 1
         if frame_index % self._config.every_n_frames:
             return
         if self._config.synchronous:

@@ -1,10 +1,11 @@
 """What happened to every input frame, and how long the recent ones took: the numbers behind status and
 /diagnostics.
 
-Written from two threads (the image callback counts arrivals, the worker counts outcomes) and read by the
-report timer, hence the lock. Counters start at zero on configure and only grow, so
-``processed + dropped <= received`` always holds; the difference is the frame in flight. The worker also
-marks when it takes a frame and when it last served one, so health can tell a stuck or starved worker.
+Written from several threads (the image callback counts arrivals, each worker counts its frames' outcomes) and
+read by the report timer, hence the lock. Counters start at zero on configure and only grow, so
+``processed + dropped <= received`` always holds; the difference is the frames in flight. Each worker also
+marks when it takes a frame, and all of them when they last served one, so health can tell a stuck or starved
+worker.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ LATENCY_WINDOW_FRAMES = 100
 class FrameCounts:
     received: int
     processed: int
-    stale: int  # replaced by a newer frame before the worker took it (or left waiting at deactivation)
+    stale: int  # replaced by a newer frame before a worker took it, fused after a newer one was published, or
+    # left waiting at deactivation
     rejected: int  # undecodable or invalid images
     failed: int  # inference raised
     idle: int  # skipped: no subscriber on any image output
@@ -41,7 +43,7 @@ class FrameCounts:
     last_received_s: float | None  # time.monotonic() of the last arrival
     last_error: str
     last_served_s: float | None  # time.monotonic() the worker last published a frame or skipped it as idle
-    busy_since_s: float | None  # time.monotonic() the worker took the frame it is on; None while waiting
+    busy_since_s: float | None  # time.monotonic() the longest-busy worker took its frame; None while all wait
 
     @property
     def dropped(self) -> int:
@@ -61,7 +63,7 @@ class FrameStats:
         self._last_received_s: float | None = None
         self._last_error = ""
         self._last_served_s: float | None = None
-        self._busy_since_s: float | None = None
+        self._busy_since_s: dict[int, float] = {}  # worker thread ident → time.monotonic() it took its frame
 
     def count_received(self, frame_id: str, replaced_one: bool) -> None:
         with self._lock:
@@ -75,15 +77,20 @@ class FrameStats:
             self._stale += 1
 
     def start_frame(self, taken_s: float) -> None:
-        """The worker took a frame at ``taken_s``; every count_* of its outcome ends it."""
+        """The calling worker took a frame at ``taken_s``; every count_* of its outcome (from the same worker
+        thread) ends it."""
         with self._lock:
-            self._busy_since_s = taken_s
+            self._busy_since_s[threading.get_ident()] = taken_s
+
+    def _end_frame(self) -> None:
+        self._busy_since_s.pop(threading.get_ident(), None)
 
     def count_processed(self, received_s: float, taken_s: float, inference_ms: float, stamp: Time) -> None:
         """One frame published: it arrived at ``received_s`` and the worker took it at ``taken_s``."""
         now = time.monotonic()
         with self._lock:
-            self._busy_since_s, self._last_served_s = None, now
+            self._end_frame()
+            self._last_served_s = now
             self._processed += 1
             self._inference_ms.append(inference_ms)
             self._overhead_ms.append((now - taken_s) * 1e3 - inference_ms)
@@ -92,20 +99,29 @@ class FrameStats:
 
     def count_rejected(self, reason: str) -> None:
         with self._lock:
-            self._busy_since_s = None
+            self._end_frame()
             self._rejected += 1
             self._last_error = reason
 
     def count_failed(self, reason: str) -> None:
         with self._lock:
-            self._busy_since_s = None
+            self._end_frame()
             self._failed += 1
             self._last_error = reason
 
     def count_idle(self) -> None:
         with self._lock:
-            self._busy_since_s, self._last_served_s = None, time.monotonic()
+            self._end_frame()
+            self._last_served_s = time.monotonic()
             self._idle += 1
+
+    def count_superseded(self) -> None:
+        """The calling worker's frame was fused after a newer one was published: dropped, as a replaced frame
+        is (the outputs' stamps never go back in time)."""
+        with self._lock:
+            self._end_frame()
+            self._last_served_s = time.monotonic()
+            self._stale += 1
 
     def count_lost(self, count: int) -> None:
         with self._lock:
@@ -125,7 +141,7 @@ class FrameStats:
                 node_latency_ms_median=_percentile(latency, 50), node_latency_ms_p95=_percentile(latency, 95),
                 last_input_stamp=self._last_input_stamp, last_frame_id=self._last_frame_id,
                 last_received_s=self._last_received_s, last_error=self._last_error,
-                last_served_s=self._last_served_s, busy_since_s=self._busy_since_s,
+                last_served_s=self._last_served_s, busy_since_s=min(self._busy_since_s.values(), default=None),
             )
 
 

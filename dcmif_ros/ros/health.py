@@ -70,16 +70,20 @@ class PriorState:
 
 @dataclass(frozen=True)
 class WorkerState:
-    """The fusion worker thread, seen from the report timer."""
+    """The fusion worker threads, seen from the report timer."""
 
-    alive: bool
-    busy_s: float | None  # how long it has been on its current frame; None while it waits for one
-    seconds_since_served: float  # since it last published a frame (or skipped one as unwanted), or started
+    alive: bool  # every worker thread
+    busy_s: float | None  # how long the longest-busy worker has been on its frame; None while all wait
+    seconds_since_served: float  # since a worker last published a frame (or skipped one as unwanted), or started
+    workers: int = 1
+    threads_per_worker: int | None = None  # onnxruntime intra-op threads; None: onnxruntime's choice
 
     @classmethod
-    def of(cls, alive: bool, counts: FrameCounts, started_s: float, now_s: float) -> WorkerState:
+    def of(cls, alive: bool, counts: FrameCounts, started_s: float, now_s: float, workers: int = 1,
+           threads_per_worker: int | None = None) -> WorkerState:
         served_s = max(counts.last_served_s or started_s, started_s)
-        return cls(alive, None if counts.busy_since_s is None else now_s - counts.busy_since_s, now_s - served_s)
+        return cls(alive, None if counts.busy_since_s is None else now_s - counts.busy_since_s, now_s - served_s,
+                   workers, threads_per_worker)
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ def _output_problems(report: NodeReport) -> list[str]:
     """Why no output comes although it should: the worker is dead or stuck, or fuses nothing it gets."""
     worker = report.worker
     if not worker.alive:
-        return ["the fusion worker thread has stopped: nothing is fused"]
+        return ["a fusion worker thread has stopped (it is restarted)"]
     if worker.busy_s is not None and worker.busy_s > NO_OUTPUT_ERROR_S:
         return [f"the fusion worker has been on one frame for {worker.busy_s:.0f} s"]
     receiving = report.seconds_since_input is not None and report.seconds_since_input <= INPUT_STALE_AFTER_S

@@ -34,7 +34,7 @@ class InfraredInput:
         ir: InfraredConfig = config.ir
         self.engine = FusionEngine(ir.dual_model_path, provider=config.provider, precision=config.precision,
                                    allow_cpu_fallback=config.allow_cpu_fallback,
-                                   processing_size=config.processing_size, threads=config.inference_threads or None,
+                                   processing_size=config.processing_size, threads=config.threads,
                                    spin_wait=False)
         if self.engine.kind != KIND_DUAL:
             raise EngineError(f"dual_model_path {ir.dual_model_path} is a {self.engine.kind} model, not a dual-modal "

@@ -7,6 +7,7 @@ launch argument or ``--ros-args -p``; they are read on configure), *runtime* one
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from dcmif_ros.inference.engine import PRECISION_CHOICES, PROVIDER_CHOICES
+from dcmif_ros.inference.engine import PRECISION_CHOICES, PROVIDER_CHOICES, resolve_providers
 from dcmif_ros.inference.pipeline import DEFAULT_DUAL_MODEL_NAME, PipelineConfig, default_model_path
 from dcmif_ros.prior import PRIOR_SPEC_HELP, parse_prior_spec
 from dcmif_ros.inference.processing_resolution import AUTO, ProcessingSize
@@ -24,6 +25,12 @@ from dcmif_ros.prior.factory import DEFAULT_PRIOR_SPEC, NONE_SPEC
 
 MAX_PROCESSING_SIDE = 8192
 MAX_INFERENCE_THREADS = 64
+MAX_INFERENCE_WORKERS = 8
+CPU_INFERENCE_WORKERS = 2
+"""Workers on the CPU provider by default. Measured with the node's graph on 2 cores (docs/node.md, "Workers"):
+one worker with two onnxruntime threads fuses 14.4-14.7 of 15 frames/s (p95 126-132 ms); two workers with one
+thread each fuse all 15 (p95 98-108 ms): the graph's ~400 operators each wake the second thread, which costs more
+than it parallelises."""
 MAX_REFRESH_PERIOD_FRAMES = 100_000
 MAX_IR_PAIRING_TOLERANCE_S = 1.0
 IR_TIMEOUT_RANGE_S = (0.01, 60.0)
@@ -69,7 +76,12 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
                       constraints=f"one of {', '.join(PRECISION_CHOICES)}"),
         ParameterSpec("allow_cpu_fallback", True, "accept a session that ended up on the CPU when a GPU "
                       "provider was asked for (a warning in /diagnostics); false fails activation instead"),
-        ParameterSpec("inference_threads", 0, "onnxruntime intra-op threads; 0 lets onnxruntime decide",
+        ParameterSpec("inference_workers", 0, "frames fused at once, each by a worker thread of its own; 0 = auto: "
+                      f"{CPU_INFERENCE_WORKERS} on the CPU provider (two frames side by side, each on its own cores, "
+                      "instead of one frame whose many small operators wait on each other), 1 on a GPU",
+                      integer_range=(0, MAX_INFERENCE_WORKERS)),
+        ParameterSpec("inference_threads", 0, "onnxruntime intra-op threads per worker; 0 = auto: on the CPU the "
+                      "cores shared out among the workers, on a GPU onnxruntime decides",
                       integer_range=(0, MAX_INFERENCE_THREADS)),
         ParameterSpec("processing_width", 0, "width the network runs at; 0 (with processing_height 0) = auto: "
                       "about 320x240 on the CPU provider for larger frames (aspect ratio kept), the input's own "
@@ -192,6 +204,21 @@ class NodeConfig:
     diagnostics_period_s: float
     max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
     ir: InfraredConfig | None = None  # None: no thermal camera (use_ir false)
+    inference_workers: int = 0
+
+    @property
+    def workers(self) -> int:
+        """How many worker threads fuse frames (``inference_workers``, or its auto choice)."""
+        if self.inference_workers:
+            return self.inference_workers
+        return CPU_INFERENCE_WORKERS if runs_on_cpu(self.provider) else 1
+
+    @property
+    def threads(self) -> int | None:
+        """onnxruntime intra-op threads per worker (``inference_threads``, or its auto choice; None: onnxruntime's)."""
+        if self.inference_threads:
+            return self.inference_threads
+        return max(1, (os.cpu_count() or 1) // self.workers) if runs_on_cpu(self.provider) else None
 
     def pipeline_config(self, refresh_every_n_frames: int) -> PipelineConfig:
         return PipelineConfig(
@@ -199,8 +226,15 @@ class NodeConfig:
             allow_cpu_fallback=self.allow_cpu_fallback,
             processing_size=self.processing_size, prior=self.prior,
             refresh_every_n_frames=refresh_every_n_frames, prior_timeout_s=self.prior_timeout_s,
-            threads=self.inference_threads or None, spin_wait=False,  # the node shares the CPU with its graph
+            threads=self.threads, spin_wait=False,  # the node shares the CPU with its graph
         )
+
+
+def runs_on_cpu(provider: str) -> bool:
+    """Whether a session asked for ``provider`` will run on the CPU provider (the first one it is offered)."""
+    import onnxruntime
+
+    return resolve_providers(provider, onnxruntime.get_available_providers())[0] == "CPUExecutionProvider"
 
 
 def read_config(node: Node) -> NodeConfig:
@@ -228,7 +262,8 @@ def read_config(node: Node) -> NodeConfig:
     return NodeConfig(
         model_path=model_path, provider=provider, precision=value["precision"],
         allow_cpu_fallback=value["allow_cpu_fallback"],
-        inference_threads=value["inference_threads"], processing_size=(width, height) if width else AUTO,
+        inference_threads=value["inference_threads"], inference_workers=value["inference_workers"],
+        processing_size=(width, height) if width else AUTO,
         prior=value["prior"], prior_timeout_s=value["prior_timeout_s"], use_compressed=value["use_compressed"],
         diagnostics_period_s=value["diagnostics_period_s"], max_input_pixels=value["max_input_pixels"], ir=ir,
     )
