@@ -17,8 +17,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dcmif_ros.models import JSRL, FiLMHeads, get_config
-from dcmif_ros.models.dcmif import dcmif_from_jsrl
-from dcmif_ros.models.dictionary import frozen_derived_weights, synthesize
+from dcmif_ros.models.dcmif import DCMIFNet, OffsetGate, dcmif_from_jsrl
+from dcmif_ros.models.dictionary import frozen_derived_weights, synthesize, synthesize_field
 from dcmif_ros.prior import MINILM_FEATURE_DIM
 
 HEIGHT, WIDTH = 480, 640
@@ -32,6 +32,20 @@ def gflops(fn) -> float:
 
 def parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def gate_and_tail(net: DCMIFNet, coefficients: torch.Tensor) -> dict[str, float]:
+    """The gate's and the syntheses' GFLOPs: the paper's RFN over two full-resolution coefficient maps and two
+    full syntheses, or warmth fusion's gate over RIN's features and its two field syntheses beside them."""
+    synthesis = gflops(lambda: synthesize(coefficients, net.dictionary))
+    if not isinstance(net.rfn, OffsetGate):
+        return {"RFN": gflops(lambda: net.rfn(coefficients, coefficients)), "TailNet x2": 2 * synthesis}
+    stride, config = net.rin.stride, net.config
+    features = torch.rand(1, config.rin.width, HEIGHT // stride, WIDTH // stride)
+    field = torch.rand(1, config.atoms, HEIGHT // stride, WIDTH // stride)
+    return {"RFN (warmth gate on RIN's features)": gflops(lambda: net.rfn(features)),
+            "TailNet x2 (and two field syntheses)": 2 * synthesis + 2 * gflops(
+                lambda: synthesize_field(field, net.field_weight()))}
 
 
 def measure(size: str) -> dict:
@@ -50,8 +64,7 @@ def measure(size: str) -> dict:
             "REN CoeNet": gflops(lambda: ren.coenet(coefficients, ren.prox_weight)),
             "RIN (with its semantic branch)": gflops(lambda: net.rin(coefficients, image)),
             "semantic branch (part of RIN)": gflops(lambda: net.rin.guide(image)) if net.rin.semantic else 0.0,
-            "RFN": gflops(lambda: net.rfn(coefficients, coefficients)),
-            "TailNet x2": 2 * gflops(lambda: synthesize(coefficients, net.dictionary)),
+            **gate_and_tail(net, coefficients),
         }
         per_frame = gflops(lambda: net(image, *net.identity_film()))
     return {

@@ -27,10 +27,10 @@ MAX_PROCESSING_SIDE = 8192
 MAX_INFERENCE_THREADS = 64
 MAX_INFERENCE_WORKERS = 8
 CPU_INFERENCE_WORKERS = 2
-"""Workers on the CPU provider by default. Measured with the node's graph on 2 cores (docs/node.md, "Workers"):
-one worker with two onnxruntime threads fuses 14.4-14.7 of 15 frames/s (p95 126-132 ms); two workers with one
-thread each fuse all 15 (p95 98-108 ms): the graph's ~400 operators each wake the second thread, which costs more
-than it parallelises."""
+"""Workers on the CPU provider by default. Measured on 2 cores (docs/node.md, "Workers"): one worker with two
+onnxruntime threads fused 14.4-14.7 of 15 frames/s, two workers with one thread each 14.9-15.0: the graph's ~400
+operators each wake the second thread, which costs more than it parallelises (at some latency: one thread per
+frame is slower)."""
 MAX_REFRESH_PERIOD_FRAMES = 100_000
 MAX_IR_PAIRING_TOLERANCE_S = 1.0
 IR_TIMEOUT_RANGE_S = (0.01, 60.0)
