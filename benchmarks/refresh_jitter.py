@@ -4,8 +4,8 @@ A 640x480 frame every 1/15 s goes through ``FusionPipeline.process`` (the node's
 node's defaults (processing resolution auto, embedded prior, a refresh in a background thread every N frames).
 Each frame's time is filed under "refresh running" when a refresh was in flight while it was processed, else
 "quiet". Variants: the first pass in the image path's own session at normal priority (how the node ran before),
-in a one-thread session of its own, that plus the refresh thread at a lower priority (niceness +10), and that
-thread in Linux's idle scheduling class instead (the default: it runs only on CPU time the image path leaves).
+in a one-thread session of its own, that plus the refresh thread at a lower priority (niceness +10, the default),
+and that thread in Linux's idle scheduling class instead (it runs only on CPU time the image path leaves).
 
     .venv/bin/python benchmarks/refresh_jitter.py --out benchmarks/results/refresh_jitter_cpu.json
 """
@@ -29,10 +29,9 @@ VARIANTS = {
     "shared session, normal priority": {"prior_threads": None, "prior_niceness": 0, "prior_idle": False},
     "own 1-thread session, normal priority": {"prior_threads": PRIOR_SESSION_THREADS, "prior_niceness": 0,
                                               "prior_idle": False},
-    "own 1-thread session, lower priority": {"prior_threads": PRIOR_SESSION_THREADS,
-                                             "prior_niceness": PRIOR_NICENESS, "prior_idle": False},
-    "own 1-thread session, idle scheduling class (default)": {"prior_threads": PRIOR_SESSION_THREADS,
-                                                              "prior_idle": True},
+    "own 1-thread session, lower priority (default)": {"prior_threads": PRIOR_SESSION_THREADS,
+                                                       "prior_niceness": PRIOR_NICENESS, "prior_idle": False},
+    "own 1-thread session, idle scheduling class": {"prior_threads": PRIOR_SESSION_THREADS, "prior_idle": True},
 }
 
 

@@ -12,8 +12,8 @@ loads the model(s) (onnxruntime sessions, warm-up, prior backend) and subscribes
 frees the model. The node runs configure and activate itself unless ``autostart`` is false.
 
 Threads: the image callback only stores the newest frame (``LatestFrameSlot``); ``inference_workers`` workers
-(two on the CPU, one on a GPU) each take the newest frame when free, decode, fuse and publish it, in stamp order
-(a frame finished after a newer one was published is dropped); the pipeline's refresher computes FiLM priors
+(two on the CPU, one on a GPU) each take the newest frame when free, decode, fuse and publish it, in arrival
+order (a frame finished after a newer one was published is dropped); the pipeline's refresher computes FiLM priors
 in a thread of its own, so nothing on the image path ever waits for the language model. A worker survives
 anything a frame does to it (the exception is counted, reported and logged); should a thread stop all the
 same, the report timer says ERROR and starts a new one.
@@ -21,6 +21,7 @@ same, the report timer says ERROR and starts a new one.
 from __future__ import annotations
 
 import os
+import itertools
 import signal
 import sys
 import threading
@@ -104,8 +105,9 @@ class DcmifNode(LifecycleNode):
         self._slot: LatestFrameSlot | None = None
         self._workers: list[threading.Thread] = []
         self._worker_started_s = 0.0
-        self._publish_lock = threading.Lock()  # outputs leave in stamp order, whichever worker fused them
-        self._last_published_stamp: tuple[int, int] | None = None
+        self._publish_lock = threading.Lock()  # outputs leave in arrival order, whichever worker fused them
+        self._last_published_sequence = 0
+        self._worker_names = itertools.count()
         self._report_timer = None
         self._stats = FrameStats()
         self._reports = ReportBuilder()
@@ -167,7 +169,7 @@ class DcmifNode(LifecycleNode):
         self._fusion_mode = FusionStatus.FUSION_MODE_VIS_ONLY
         enabled = super().on_activate(state)  # enables the publishers before any frame can arrive
         self._slot = LatestFrameSlot()
-        self._last_published_stamp = None
+        self._last_published_sequence = 0
         self._start_workers()
         self._subscription = self._create_input_subscription(config.use_compressed)
         if infrared is not None:
@@ -265,9 +267,9 @@ class DcmifNode(LifecycleNode):
     def _start_workers(self) -> None:
         """Start the missing ones of the ``workers`` worker threads (all of them on activation)."""
         alive = [worker for worker in self._workers if worker.is_alive()]
-        for index in range(len(alive), self._config.workers):
+        for _ in range(len(alive), self._config.workers):
             worker = threading.Thread(target=self._serve_frames, args=(self._slot, self._pipeline, self._infrared),
-                                      name=f"{WORKER_THREAD_NAME}-{index}", daemon=True)
+                                      name=f"{WORKER_THREAD_NAME}-{next(self._worker_names)}", daemon=True)
             worker.start()
             alive.append(worker)
         self._workers = alive
@@ -283,6 +285,8 @@ class DcmifNode(LifecycleNode):
                               f"{type(exc).__name__}: {exc}")
                 self._stats.count_failed(reason)
                 self._problems.report(ProblemKind.WORKER_FAULT, reason)
+            finally:  # also when the thread ends here (SystemExit): no frame stays "in progress" for ever
+                self._stats.end_frame()
 
     def _fuse(self, pending: PendingFrame, pipeline: FusionPipeline, infrared: InfraredInput | None) -> None:
         message = pending.message
@@ -320,12 +324,11 @@ class DcmifNode(LifecycleNode):
             outputs.append((PSEUDO_THERMAL_TOPIC, image_message(encode_mono8(thermal), header)))
         if wanted.debug_gate and result.gate is not None:
             outputs.append((GATE_TOPIC, image_message(gate_colormap(result.gate), header)))
-        stamp = (header.stamp.sec, header.stamp.nanosec)
         with self._publish_lock:
-            if self._last_published_stamp is not None and stamp < self._last_published_stamp:
+            if pending.sequence < self._last_published_sequence:
                 self._stats.count_superseded()  # another worker published a newer frame first
                 return
-            self._last_published_stamp = stamp
+            self._last_published_sequence = pending.sequence
             for topic, output in outputs:
                 self._outputs[topic].publish(output)
             self._fusion_mode = mode

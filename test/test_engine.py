@@ -285,18 +285,21 @@ def test_the_node_lets_onnxruntime_threads_sleep_between_operators(random_tiny_o
     assert node.pipeline_config(30).spin_wait is False
 
 
-def test_the_node_shares_the_cpu_cores_out_among_two_workers_and_obeys_explicit_counts(random_tiny_onnx, monkeypatch):
-    """auto on the CPU provider: two workers, the cores split between them; explicit values win."""
-    import os
+def test_the_node_shares_the_cpu_cores_among_two_workers_and_obeys_explicit_counts(random_tiny_onnx, monkeypatch):
+    """auto on the CPU provider: two workers, the process's cores shared between them; explicit values win."""
     from pathlib import Path
 
+    from dcmif_ros.ros import parameters
     from dcmif_ros.ros.parameters import CPU_INFERENCE_WORKERS, NodeConfig
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(parameters, "usable_cores", lambda: 8)
     auto = NodeConfig(Path(random_tiny_onnx), "cpu", "auto", True, 0, "auto", "none", 30.0, False, 1.0)
-    assert (auto.workers, auto.threads) == (CPU_INFERENCE_WORKERS, 8 // CPU_INFERENCE_WORKERS)
-    assert auto.pipeline_config(30).threads == 8 // CPU_INFERENCE_WORKERS
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    # each run computes on its worker's thread and on the shared pool (threads - 1): together, every core
+    assert (auto.workers, auto.threads) == (CPU_INFERENCE_WORKERS, 8 - CPU_INFERENCE_WORKERS + 1)
+    assert auto.pipeline_config(30).threads == auto.threads
+    monkeypatch.setattr(parameters, "usable_cores", lambda: 2)
+    assert auto.threads == 1  # two cores: two workers on one thread each, no pool
+    monkeypatch.setattr(parameters, "usable_cores", lambda: 1)
     assert auto.threads == 1  # never zero threads
     explicit = dataclasses.replace(auto, inference_workers=3, inference_threads=5)
     assert (explicit.workers, explicit.threads) == (3, 5)

@@ -3,21 +3,24 @@
 DCMIF's dictionary D is shared by both bands (JSRL learns it on visible and infrared together), so a real
 infrared image can be encoded into the same coefficient space by JSRL's infrared branch and take the place
 of the pseudo-IR: S_vis = REN_vis(Y), S_ir = REN_ir(IR), W_ir = RFN(S_vis, S_ir), fused = D ⋆ (S_vis + W_ir ⊙ (S_ir − S_vis)).
-The RFN gate is AFRI's as trained (on pseudo-IR coefficients); the ``dual`` training stage can fine-tune it on
-real infrared coefficients with AFRI's losses (``--steps 0`` ships it unchanged).
+The RFN gate is AFRI's as trained (on pseudo-IR coefficients) when the visible model fuses by the paper's gate;
+a warmth-fusion model's gate reads RIN, which this model has not, so its RFN starts from fresh weights. The
+``dual`` training stage fine-tunes it on real infrared coefficients with AFRI's losses (``--steps 0`` ships AFRI's
+paper gate unchanged, or an untrained one from a warmth-fusion model: train it then).
 
 Dual models (this one and ``models.lrcfuse.LRCFuse``) ship as one checkpoint (``CHECKPOINT_FORMAT``) plus
 its ONNX graph and manifest (``export.export_dual``), which ``FusionEngine.run_dual`` runs.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from dcmif_ros.inference.export import export_dual
-from dcmif_ros.models.config import DCMIFConfig, get_config
+from dcmif_ros.models.config import FUSION_GATE, DCMIFConfig, get_config
 from dcmif_ros.models.dcmif import RFN, DCMIFNet, ren_from_jsrl
 from dcmif_ros.models.dictionary import synthesize
 from dcmif_ros.models.jsrl import JSRL, REN
@@ -53,7 +56,7 @@ class DualDCMIF(nn.Module):
 def dual_from_dcmif(net: DCMIFNet, jsrl: JSRL) -> DualDCMIF:
     """The visible encoder, gate (the paper's RFN, else a fresh one) and dictionary of a trained DCMIF net, with
     JSRL's infrared branch added."""
-    dual = DualDCMIF(net.config)
+    dual = DualDCMIF(replace(net.config, fusion=FUSION_GATE))  # the paper's gate, whatever the visible model's
     dual.ren_vis.load_state_dict(net.ren.state_dict())
     dual.ren_ir.load_state_dict(ren_from_jsrl(jsrl, "ir").state_dict())
     if isinstance(net.rfn, RFN):  # a warmth-fusion gate reads RIN's features, which the dual model has not

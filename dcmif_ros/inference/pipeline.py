@@ -58,7 +58,7 @@ class PipelineConfig:
     threads: int | None = None
     prior_threads: int | None = PRIOR_SESSION_THREADS  # None: the first pass shares the image path's session
     prior_niceness: int = PRIOR_NICENESS
-    prior_idle: bool = True  # the refresh thread runs on idle CPU only (RefreshConfig.worker_idle)
+    prior_idle: bool = False  # True: the refresh thread runs on idle CPU only (RefreshConfig.worker_idle)
     spin_wait: bool = True  # onnxruntime threads spin between operators (engine.SPIN_CONFIG_KEY); False in the node
 
 

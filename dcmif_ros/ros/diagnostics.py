@@ -47,7 +47,7 @@ def diagnostic_status(report: NodeReport, health: Health, node_name: str) -> Dia
         "network resolution": _size(report.engine.network_size),
         "processing size parameter": report.engine.processing,
         "inference workers": report.worker.workers,
-        "threads per worker": report.worker.threads_per_worker or "onnxruntime's choice",
+        "onnxruntime threads": report.worker.session_threads or "onnxruntime's choice",
         "prior backend": prior.backend,
         "prior version": prior.version,
         "prior age (s)": _number(prior.age_s),

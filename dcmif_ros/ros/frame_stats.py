@@ -82,6 +82,12 @@ class FrameStats:
         with self._lock:
             self._busy_since_s[threading.get_ident()] = taken_s
 
+    def end_frame(self) -> None:
+        """The calling worker is done with its frame, whatever became of it (its count_* already ended it,
+        unless the thread is ending)."""
+        with self._lock:
+            self._end_frame()
+
     def _end_frame(self) -> None:
         self._busy_since_s.pop(threading.get_ident(), None)
 

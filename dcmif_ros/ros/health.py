@@ -76,14 +76,14 @@ class WorkerState:
     busy_s: float | None  # how long the longest-busy worker has been on its frame; None while all wait
     seconds_since_served: float  # since a worker last published a frame (or skipped one as unwanted), or started
     workers: int = 1
-    threads_per_worker: int | None = None  # onnxruntime intra-op threads; None: onnxruntime's choice
+    session_threads: int | None = None  # intra-op threads of the session the workers share; None: onnxruntime's
 
     @classmethod
     def of(cls, alive: bool, counts: FrameCounts, started_s: float, now_s: float, workers: int = 1,
-           threads_per_worker: int | None = None) -> WorkerState:
+           session_threads: int | None = None) -> WorkerState:
         served_s = max(counts.last_served_s or started_s, started_s)
         return cls(alive, None if counts.busy_since_s is None else now_s - counts.busy_since_s, now_s - served_s,
-                   workers, threads_per_worker)
+                   workers, session_threads)
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,9 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
                       f"{CPU_INFERENCE_WORKERS} on the CPU provider (two frames side by side, each on its own cores, "
                       "instead of one frame whose many small operators wait on each other), 1 on a GPU",
                       integer_range=(0, MAX_INFERENCE_WORKERS)),
-        ParameterSpec("inference_threads", 0, "onnxruntime intra-op threads per worker; 0 = auto: on the CPU the "
-                      "cores shared out among the workers, on a GPU onnxruntime decides",
+        ParameterSpec("inference_threads", 0, "onnxruntime intra-op threads of the session the workers share (each "
+                      "run computes on its worker's thread and the session's pool of threads - 1); 0 = auto: on the "
+                      "CPU workers + pool = the process's cores, on a GPU onnxruntime decides",
                       integer_range=(0, MAX_INFERENCE_THREADS)),
         ParameterSpec("processing_width", 0, "width the network runs at; 0 (with processing_height 0) = auto: "
                       "about 320x240 on the CPU provider for larger frames (aspect ratio kept), the input's own "
@@ -215,10 +216,12 @@ class NodeConfig:
 
     @property
     def threads(self) -> int | None:
-        """onnxruntime intra-op threads per worker (``inference_threads``, or its auto choice; None: onnxruntime's)."""
+        """onnxruntime intra-op threads of the session the workers share (``inference_threads``, or its auto
+        choice; None: onnxruntime's). Each worker's run computes on its own thread and on the session's pool
+        of threads − 1, which all runs share: auto sizes the pool so workers + pool = this process's cores."""
         if self.inference_threads:
             return self.inference_threads
-        return max(1, (os.cpu_count() or 1) // self.workers) if runs_on_cpu(self.provider) else None
+        return max(1, usable_cores() - self.workers + 1) if runs_on_cpu(self.provider) else None
 
     def pipeline_config(self, refresh_every_n_frames: int) -> PipelineConfig:
         return PipelineConfig(
@@ -228,6 +231,11 @@ class NodeConfig:
             refresh_every_n_frames=refresh_every_n_frames, prior_timeout_s=self.prior_timeout_s,
             threads=self.threads, spin_wait=False,  # the node shares the CPU with its graph
         )
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: containers and cpusets included)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def runs_on_cpu(provider: str) -> bool:
