@@ -3,7 +3,9 @@
 The deployed graph: a camera (640x480 bgr8 at 15 Hz, reliable as usb_cam publishes or best effort as RealSense
 does, in this process) → ``dcmif_node`` (the console script, its own process, started with no parameters file:
 its own defaults, i.e. processing resolution auto, precision auto, the embedded prior refreshing every 30 frames)
-→ a reliable subscriber as a detector has (this process); every process loads config/fastdds_shm.xml. Latency is
+→ reliable subscribers (this process): the fused image alone, as a detector subscribes (``detector``), or with the
+pseudo-thermal image too, as a viewer does (``viewer``; the node skips the pseudo-IR's share of the graph when
+nobody reads it); every process loads config/fastdds_shm.xml. Latency is
 fused image received − its header stamp (the camera's publish time), one clock; every fused header must be a
 published frame's, verbatim. Per configuration and camera QoS it records the sustained rate, median and p95
 latency (and per half: a growing backlog would show as a rise), the node's counters and its /diagnostics
@@ -12,7 +14,7 @@ values, and whether the goals hold (≥ 15 frames/s, p50 < 100 ms, p95 < 200 ms,
 Configurations: ``bare`` (no parameters at all), ``int8`` (only ``precision: int8``), ``native`` (only the
 network at the camera's 640x480, how the node ran before ``auto``).
 
-    .venv/bin/python benchmarks/node_latency.py                       # bare and int8, reliable and best effort
+    .venv/bin/python benchmarks/node_latency.py                       # bare and int8, both QoS, both subscribers
     .venv/bin/python benchmarks/node_latency.py --configs bare --duration 10 --out /tmp/latency.json
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "node_latency_cpu.js
 CONFIGS = {"bare": {}, "int8": {"precision": "int8"},
            "native": {"processing_width": 640, "processing_height": 480}}
 CAMERA_QOS = ("reliable", "best_effort")
+SUBSCRIBERS = {"detector": False, "viewer": True}  # name: whether the pseudo-thermal image is subscribed too
 
 
 def machine_speed(model: Path) -> dict:
@@ -61,6 +64,9 @@ def main() -> int:
     parser.add_argument("--configs", default="bare,int8",
                         help=f"comma-separated, of {', '.join(CONFIGS)} (default: %(default)s)")
     parser.add_argument("--camera-qos", default=",".join(CAMERA_QOS), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--subscribers", default=",".join(SUBSCRIBERS),
+                        help="comma-separated, of detector (fused only), viewer (fused and pseudo-thermal) "
+                             "(default: %(default)s)")
     parser.add_argument("--rate", type=float, default=15.0, help="camera frames per second (default: %(default)s)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per run (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default: %(default)s)")
@@ -76,17 +82,19 @@ def main() -> int:
           "(median, alone)", flush=True)
     runs = []
     for config in args.configs.split(","):
-        for reliability in args.camera_qos.split(","):
-            load_before = os.getloadavg()
-            result = run_live(LiveRunConfig(out_dir=args.logs / f"{config}_{reliability}",
-                                            node_parameters=CONFIGS[config], rate_hz=args.rate,
-                                            duration_s=args.duration, camera_reliability=reliability))
-            run = {"config": config, "node_parameters": CONFIGS[config], "camera_reliability": reliability,
-                   "load_average_before": [round(v, 2) for v in load_before],
-                   "load_average_after": [round(v, 2) for v in os.getloadavg()], **result.summary()}
-            run["goals_met"] = goals_met(run)
-            runs.append(run)
-            print(describe(run), flush=True)
+        for subscribers in args.subscribers.split(","):
+            for reliability in args.camera_qos.split(","):
+                load_before = os.getloadavg()
+                result = run_live(LiveRunConfig(out_dir=args.logs / f"{config}_{subscribers}_{reliability}",
+                                                node_parameters=CONFIGS[config], rate_hz=args.rate,
+                                                duration_s=args.duration, camera_reliability=reliability,
+                                                pseudo_thermal=SUBSCRIBERS[subscribers]))
+                run = {"config": config, "node_parameters": CONFIGS[config], "subscribers": subscribers,
+                       "camera_reliability": reliability, "load_average_before": [round(v, 2) for v in load_before],
+                       "load_average_after": [round(v, 2) for v in os.getloadavg()], **result.summary()}
+                run["goals_met"] = goals_met(run)
+                runs.append(run)
+                print(describe(run), flush=True)
 
     report = {
         "benchmark": __doc__.split("\n\n")[0],
@@ -108,7 +116,7 @@ def main() -> int:
 
 def describe(run: dict) -> str:
     latency, node, diagnostics = run["latency_ms"] or {}, run["node"] or {}, run["node_diagnostics"]
-    return (f"{run['config']} / {run['camera_reliability']} camera: {run['rate_hz']:.1f} frames/s, latency median "
+    return (f"{run['config']} / {run['subscribers']} / {run['camera_reliability']} camera: {run['rate_hz']:.1f} frames/s, latency median "
             f"{latency.get('median_ms', float('nan')):.0f} ms, p95 {latency.get('p95_ms', float('nan')):.0f} ms "
             f"(halves {latency.get('first_half_median_ms', float('nan')):.0f} / "
             f"{latency.get('second_half_median_ms', float('nan')):.0f} ms), headers intact {run['headers_intact']}; "

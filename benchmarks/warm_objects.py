@@ -31,6 +31,7 @@ from dcmif_ros.evaluation.warm_objects import ContrastSummary, labelled_objects,
 MASKED_DATASET = "msrs_fullres"
 OTHER_DATASETS = ("roadscene_train", "llvip_train")
 FUSED_METRICS = ("AG", "EN", "SF", "EI", "SCD", "Qabf")
+POOLED = "all validation pairs"
 SOURCES = ("visible Y", "real IR", "max(Y_vis, IR)", "pseudo-IR", "fused")
 
 
@@ -78,11 +79,15 @@ def evaluate(data: Path, fuser: StillImageFuser, max_pairs: int | None) -> dict:
             rows = fused_rows.setdefault(group, {"visible": [], "fused": []})
             rows["visible"].append(fused_scores(visible, infrared, visible))
             rows["fused"].append(fused_scores(visible, infrared, result.fused))
+    if fused_rows:  # the "over all validation pairs": every pair weighs the same, whatever its data set
+        fused_rows[POOLED] = {source: [row for rows in list(fused_rows.values()) for row in rows[source]]
+                              for source in ("visible", "fused")}
     return {
         "object_contrast": {group: {kind: {source: vars(ContrastSummary.of(values)) for source, values in by.items()}
                                     for kind, by in kinds.items()} for group, kinds in contrasts.items()},
         "pseudo_ir_vs_real_ir": {group: means(rows) for group, rows in closeness.items()},
-        "fused_vs_visible": {group: {k: means(v) for k, v in rows.items()} for group, rows in fused_rows.items()},
+        "fused_vs_visible": {group: {k: means(v) for k, v in rows.items()} | {"pairs": len(rows["fused"])}
+                             for group, rows in fused_rows.items()},
     }
 
 
@@ -99,11 +104,15 @@ def markdown(results: dict) -> str:
         lines.append(f"| {group} | {row['PSNR']:.2f} | {row['SSIM']:.3f} | {row['warm contrast']:.3f} "
                      f"({row['real IR warm contrast']:.3f}) |")
     names = [*FUSED_METRICS, "MI(IR,F)"]
-    lines += ["", "## Fused image against the visible image (gray mode; fused − visible in brackets)", "",
-              "| scenes | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += ["", "## Fused image against the visible image (gray mode; fused − visible in brackets, and in % for "
+              "all pairs pooled)", "", "| scenes | pairs | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for group, rows in results["fused_vs_visible"].items():
-        cells = [f"{rows['fused'][n]:.3f} ({rows['fused'][n] - rows['visible'][n]:+.3f})" for n in names]
-        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+        fused, visible = rows["fused"], rows["visible"]
+        if group == POOLED:
+            cells = [f"{fused[n]:.3f} ({100 * (fused[n] - visible[n]) / visible[n]:+.2f} %)" for n in names]
+        else:
+            cells = [f"{fused[n]:.3f} ({fused[n] - visible[n]:+.3f})" for n in names]
+        lines.append(f"| {group} | {rows.get('pairs', '')} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -301,7 +301,7 @@ class DcmifNode(LifecycleNode):
         try:
             frame = decode_input(message, self._config.max_input_pixels)
             if partner is None:
-                result = pipeline.process(frame, want_gate=wanted.debug_gate)
+                result = pipeline.process(frame, want_gate=wanted.debug_gate, want_pseudo_ir=wanted.pseudo_thermal)
                 thermal, mode = result.pseudo_ir, FusionStatus.FUSION_MODE_VIS_ONLY
             else:
                 result, thermal = infrared.fuse(frame, partner, wanted.debug_gate)

@@ -19,7 +19,7 @@ from dcmif_ros.inference.dual import (
 from dcmif_ros.inference.engine import FusionEngine, pad_to_multiple
 from dcmif_ros.models import JSRL, get_config
 from dcmif_ros.models.config import FUSION_GATE, FUSION_WARMTH
-from dcmif_ros.models.dcmif import dcmif_from_jsrl, ren_from_jsrl, with_fusion
+from dcmif_ros.models.dcmif import dcmif_from_jsrl, ren_from_jsrl, with_fresh_gate
 from dcmif_ros.models.dictionary import synthesize
 from synthetic_pairs import write_pairs
 
@@ -75,7 +75,7 @@ def test_the_dual_gate_starts_from_a_paper_gate_and_afresh_from_a_warmth_gate(tr
     net's gate reads RIN's features, which the dual model has not: its RFN starts from fresh weights."""
     jsrl, gate_net = trained_pieces
     copied = dual_from_dcmif(gate_net, jsrl)
-    warmth_net = with_fusion(copy.deepcopy(gate_net), FUSION_WARMTH)
+    warmth_net = with_fresh_gate(copy.deepcopy(gate_net), FUSION_WARMTH)
     fresh = dual_from_dcmif(warmth_net, jsrl)
     for key, value in gate_net.rfn.state_dict().items():
         assert torch.equal(copied.rfn.state_dict()[key], value)

@@ -70,6 +70,15 @@ def test_run_returns_aligned_outputs(engine):
     assert set(result.timings_ms) == {"pre", "infer", "post", "total"}
 
 
+def test_a_frame_whose_pseudo_ir_nobody_reads_runs_a_graph_without_it(engine):
+    """onnxruntime runs every node of a graph whatever a run asks for: the engine cuts the pseudo-IR's nodes."""
+    frame = np.random.default_rng(2).integers(0, 256, (91, 117, 3), dtype=np.uint8)
+    whole, lean = engine.run(frame, want_gate=True), engine.run(frame, want_gate=True, want_pseudo_ir=False)
+    assert lean.pseudo_ir is None and whole.pseudo_ir is not None
+    assert np.array_equal(lean.fused, whole.fused) and np.array_equal(lean.gate, whole.gate)
+    assert [output.name for output in engine.lean_session.get_outputs()] == ["fused", "gate"]
+
+
 def test_prior_changes_the_output(engine):
     frame = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     gamma = np.full(engine.atoms, 1.5, np.float32)
@@ -298,8 +307,9 @@ def test_the_node_shares_the_cpu_cores_among_two_workers_and_obeys_explicit_coun
     assert (auto.workers, auto.threads) == (CPU_INFERENCE_WORKERS, 8 - CPU_INFERENCE_WORKERS + 1)
     assert auto.pipeline_config(30).threads == auto.threads
     monkeypatch.setattr(parameters, "usable_cores", lambda: 2)
-    assert auto.threads == 1  # two cores: two workers on one thread each, no pool
+    assert auto.threads == 8 - CPU_INFERENCE_WORKERS + 1  # decided once: the session was sized by it
+    assert dataclasses.replace(auto).threads == 1  # two cores: two workers on one thread each, no pool
     monkeypatch.setattr(parameters, "usable_cores", lambda: 1)
-    assert auto.threads == 1  # never zero threads
+    assert dataclasses.replace(auto).threads == 1  # never zero threads
     explicit = dataclasses.replace(auto, inference_workers=3, inference_threads=5)
     assert (explicit.workers, explicit.threads) == (3, 5)

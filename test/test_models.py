@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from dcmif_ros.models import JSRL, DCMIFNet, FiLMHeads, get_config
 from dcmif_ros.models.blocks import CoefficientBackbone, UNetLevel
 from dcmif_ros.models.config import FUSION_GATE, FUSION_WARMTH, BackboneConfig, DCMIFConfig
-from dcmif_ros.models.dcmif import RFN, OffsetGate, dcmif_from_jsrl, ren_from_jsrl, with_fusion
+from dcmif_ros.models.dcmif import (GATE_INITIAL_OPENING, RFN, OffsetGate, dcmif_from_jsrl, ren_from_jsrl,
+                                   with_fresh_gate)
 from dcmif_ros.models.dictionary import (
     DictionaryNormalEquations,
     adjoint_weight,
@@ -325,12 +326,15 @@ def test_warmth_fusion_keeps_the_visible_coefficients_and_adds_the_gated_offset(
     assert torch.allclose(opened.fused[..., rim:-rim, rim:-rim], expected[..., rim:-rim, rim:-rim], atol=1e-5)
 
 
-def test_with_fusion_starts_a_fresh_gate_only_when_the_form_changes():
+def test_afri_starts_its_gate_afresh_and_a_warmth_gate_nearly_closed():
     net = DCMIFNet(replace(TINY, fusion=FUSION_GATE))
-    same = with_fusion(net, FUSION_GATE)
-    assert same is net and isinstance(net.rfn, RFN)
-    with_fusion(net, FUSION_WARMTH)
+    drawn = net.rfn
+    assert with_fresh_gate(net, FUSION_GATE) is net and isinstance(net.rfn, RFN) and net.rfn is not drawn
+    with_fresh_gate(net, FUSION_WARMTH)
     assert net.config.fusion == FUSION_WARMTH and isinstance(net.rfn, OffsetGate)
+    with torch.no_grad():
+        gate = net.rfn(torch.randn(2, TINY.rin.width, 8, 8))
+    assert torch.allclose(gate, torch.full_like(gate, GATE_INITIAL_OPENING), atol=0.01)
 
 
 def test_fusion_is_checked_when_a_config_is_made():

@@ -173,25 +173,28 @@ def test_runtime_parameters_are_validated_and_applied(make_graph):
 
 
 def test_outputs_without_subscribers_are_not_computed(make_graph, monkeypatch):
-    want_gate_calls: list[bool] = []
+    calls: list[tuple[bool, bool]] = []  # (want_gate, want_pseudo_ir) of each frame
     original = FusionPipeline.process
 
-    def spy(self, frame, want_gate=False):
-        want_gate_calls.append(want_gate)
-        return original(self, frame, want_gate)
+    def spy(self, frame, want_gate=False, want_pseudo_ir=True):
+        calls.append((want_gate, want_pseudo_ir))
+        return original(self, frame, want_gate, want_pseudo_ir)
 
     monkeypatch.setattr(FusionPipeline, "process", spy)
     graph = make_graph(publish_debug_gate=True)
     graph.listen_status()
     graph.publish(image(sec=1_700_000_600))
     status = graph.latest_status(lambda s: s.frames_dropped == 1)
-    assert status.frames_processed == 0 and not want_gate_calls, "no image subscriber: no inference at all"
+    assert status.frames_processed == 0 and not calls, "no image subscriber: no inference at all"
     graph.listen("fused/image")
     graph.fuse(image(sec=1_700_000_601))
-    assert want_gate_calls == [False], "debug/gate has no subscriber: the gate must not be computed"
+    assert calls == [(False, False)], "only fused/image has a subscriber: neither gate nor pseudo-IR is computed"
     graph.listen("debug/gate")
     graph.fuse(image(sec=1_700_000_602), topic="debug/gate")
-    assert want_gate_calls == [False, True]
+    assert calls[-1] == (True, False)
+    graph.listen("pseudo_thermal/image")
+    graph.fuse(image(sec=1_700_000_603), topic="pseudo_thermal/image")
+    assert calls[-1] == (True, True)
 
 
 def test_status_and_diagnostics_are_quiet_and_slow_when_all_is_well(make_graph):
@@ -285,11 +288,11 @@ def test_two_workers_fuse_side_by_side_and_never_publish_back_in_time(make_graph
 
     older, newer = image("bgr8", 64, 48, sec=1_700_000_650), image("bgr8", 64, 48, sec=1_700_000_651)
 
-    def first_one_slow(frame, want_gate=False):
+    def first_one_slow(frame, **wanted):
         if not slow_started.is_set():
             slow_started.set()  # and hold this frame until the other worker has published the next one
             wait_until(lambda: any(m.header.stamp == newer.header.stamp for m in fused))
-        return process(frame, want_gate=want_gate)
+        return process(frame, **wanted)
 
     monkeypatch.setattr(pipeline, "process", first_one_slow)
     graph.publish(older)

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         stages = "  ".join(f"{k} {v['median']:.1f}" for k, v in row["stages"].items())
         where = f"{row['provider']}/{row['precision']}"
         print(f"{row['model']:>12} {row['size']:>10} {where:>13}: {row['fps']:6.1f} fps  "
-              f"median {row['latency_ms']['median']:.1f} ms  p95 {row['latency_ms']['p95']:.1f} ms  [{stages}]{torch_part}")
+              f"median {row['latency_ms']['median']:.1f} ms  p95 {row['latency_ms']['p95']:.1f} ms  [{stages}]  "
+              f"fused only {row['fused_only_latency_ms']['median']:.1f} ms{torch_part}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"results": results}, indent=2) + "\n")

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from dcmif_ros.inference.export import KIND_DUAL, KIND_VISIBLE, KINDS, MANIFEST_FORMAT, sha256
-from dcmif_ros.inference.graph_optimization import graph_optimization_level
+from dcmif_ros.inference.graph_optimization import graph_optimization_level, graph_without
 from dcmif_ros.image_codec import to_uint8
 from dcmif_ros.inference.processing_resolution import ProcessingSize, network_size
 
@@ -54,6 +54,7 @@ node's own threads; ``spin_wait=False`` (the node's choice) lets them sleep (ben
 in-node inference 92 -> 72 ms, 10.1 -> 13.2 fused frames/s with a best-effort camera)."""
 WARMUP_RUNS = 2
 WARMUP_SIZE = (64, 64)  # (height, width) of the warm-up frame, before padding
+PSEUDO_IR_OUTPUT = "pseudo_ir"
 
 
 class EngineError(RuntimeError):
@@ -237,12 +238,14 @@ class FusionEngine:
         precision_fallback = None
         if precision == "int8":
             requested, precision_fallback = int8_providers(provider, requested, allow_cpu_fallback)
-        self.session, self.precision = self._open_session(requested, requested[0], precision, threads)
+        self.session, self.lean_session, self.precision = self._open_sessions(requested, requested[0], precision,
+                                                                              threads)
         settled = self.session.get_providers()[0]
         if settled != requested[0] and (self._choices(settled, precision) != self._choices(requested[0], precision)):
             # onnxruntime settled on a later provider (CUDA where TensorRT's libraries are missing, or the
             # CPU): open the graph and optimisation level that suit the provider that actually runs
-            self.session, self.precision = self._open_session(requested, settled, precision, threads)
+            self.session, self.lean_session, self.precision = self._open_sessions(requested, settled, precision,
+                                                                                  threads)
         self.providers = self.session.get_providers()
         self.provider = PROVIDER_SHORT_NAMES.get(self.providers[0], self.providers[0])
         if provider != "cpu" and self.provider == "cpu" and requested[0] != "CPUExecutionProvider":
@@ -261,9 +264,11 @@ class FusionEngine:
     def _choices(self, first_provider: str, precision: str) -> tuple:
         return graph_precision(self.manifest, precision, first_provider), graph_optimization_level(first_provider, self.manifest)
 
-    def _open_session(self, requested: list[str], first_provider: str, precision: str, threads: int | None):
-        """An onnxruntime session over ``requested``, with the graph and optimisation level for
-        ``first_provider`` (the provider expected to run it); returns (session, precision)."""
+    def _open_sessions(self, requested: list[str], first_provider: str, precision: str, threads: int | None):
+        """onnxruntime sessions over ``requested``, with the graph and optimisation level for ``first_provider``
+        (the provider expected to run it): the whole graph, and the graph without its pseudo-IR output for
+        frames whose pseudo-IR nobody reads (None where the graph has none); returns (session, lean session,
+        precision)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -275,9 +280,12 @@ class FusionEngine:
         graph_path, chosen = select_graph(self.model_path, self.manifest, precision, first_provider)
         try:
             session = ort.InferenceSession(str(graph_path), options, providers=provider_options(requested))
+            lean = graph_without(graph_path, PSEUDO_IR_OUTPUT)
+            if lean is not None:
+                lean = ort.InferenceSession(lean, options, providers=provider_options(requested))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EngineError(f"onnxruntime cannot load {graph_path}: {exc}") from None
-        return session, chosen
+        return session, lean, chosen
 
     def _load_film(self) -> dict[str, np.ndarray]:
         path = verified_beside(self.model_path, self.manifest["film_file"], self.manifest["film_sha256"],
@@ -302,6 +310,7 @@ class FusionEngine:
                 self.run_dual(frame, frame[:, :, 0], want_gate=True)
             else:
                 self.run(frame, want_gate=True)
+                self.run(frame, want_pseudo_ir=False)
 
     def film_inputs(self, gamma: np.ndarray | None, beta: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The graph's γ, β inputs; None means identity (no prior: the first-pass pseudo-IR)."""
@@ -313,21 +322,24 @@ class FusionEngine:
                              f"{gamma.shape[1]} and {beta.shape[1]}")
         return gamma, beta
 
-    def infer_luminance(self, luminance: np.ndarray, gamma: np.ndarray | None = None,
-                        beta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Y float32 H×W in [0,1] (any size) → (fused Y, pseudo-IR, gate) float32 H×W, via the ONNX graph."""
+    def infer_luminance(self, luminance: np.ndarray, gamma: np.ndarray | None = None, beta: np.ndarray | None = None,
+                        want_pseudo_ir: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Y float32 H×W in [0,1] (any size) → (fused Y, pseudo-IR, gate) float32 H×W, via the ONNX graph; the
+        pseudo-IR is None, and costs nothing, unless ``want_pseudo_ir``."""
         height, width = luminance.shape
         padded = pad_to_multiple(luminance, self.pad_multiple, self.min_side)[None, None]
-        binding = self.session.io_binding()
+        session = self.session if want_pseudo_ir or self.lean_session is None else self.lean_session
+        binding = session.io_binding()
         binding.bind_cpu_input("luminance", np.ascontiguousarray(padded, np.float32))
         gamma, beta = self.film_inputs(gamma, beta)
         binding.bind_cpu_input("gamma", gamma)
         binding.bind_cpu_input("beta", beta)
-        for name in ("fused", "pseudo_ir", "gate"):
+        names = [output.name for output in session.get_outputs()]
+        for name in names:
             binding.bind_output(name, self.device)
-        self.session.run_with_iobinding(binding)
-        fused, pseudo_ir, gate = (o[0, 0, :height, :width] for o in binding.copy_outputs_to_cpu())
-        return fused, pseudo_ir, gate
+        session.run_with_iobinding(binding)
+        outputs = dict(zip(names, (o[0, 0, :height, :width] for o in binding.copy_outputs_to_cpu())))
+        return outputs["fused"], outputs.get(PSEUDO_IR_OUTPUT), outputs["gate"]
 
     def infer_dual(self, luminance: np.ndarray, infrared: np.ndarray) -> tuple[np.ndarray, None, np.ndarray | None]:
         """Y and IR float32 H×W in [0,1] → (fused Y, None, gate or None) float32 H×W, via a dual-modal graph."""
@@ -343,10 +355,12 @@ class FusionEngine:
         return fused, None, gate[0] if gate else None
 
     def run(self, frame: np.ndarray, gamma: np.ndarray | None = None, beta: np.ndarray | None = None,
-            want_gate: bool = False) -> FusionResult:
-        """Fuse one BGR uint8 frame; ``gamma``/``beta`` are the prior's FiLM values (None: identity)."""
+            want_gate: bool = False, want_pseudo_ir: bool = True) -> FusionResult:
+        """Fuse one BGR uint8 frame; ``gamma``/``beta`` are the prior's FiLM values (None: identity). Without
+        ``want_pseudo_ir`` the result's ``pseudo_ir`` is None and the graph skips it (a seventh of a frame)."""
         self._require_kind(KIND_VISIBLE, "run_dual(frame, infrared)")
-        return self._fuse(validate_frame(frame), None, lambda y, _: self.infer_luminance(y, gamma, beta), want_gate)
+        return self._fuse(validate_frame(frame), None,
+                          lambda y, _: self.infer_luminance(y, gamma, beta, want_pseudo_ir), want_gate)
 
     def run_dual(self, frame: np.ndarray, infrared: np.ndarray, want_gate: bool = False) -> FusionResult:
         """Fuse one BGR uint8 frame with its registered infrared image (uint8 H×W, same size) by a dual-modal
@@ -377,6 +391,7 @@ class FusionEngine:
         self.network_size = size
         t1 = time.perf_counter()
         fused, pseudo_ir, gate = infer(network_input, network_ir)
+        gate = gate if want_gate else None
         t2 = time.perf_counter()
         if network_input is not luminance:
             size = (frame.shape[1], frame.shape[0])
@@ -388,7 +403,7 @@ class FusionEngine:
         result = FusionResult(
             fused=cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR),
             pseudo_ir=None if pseudo_ir is None else to_uint8(pseudo_ir),
-            gate=np.clip(gate, 0.0, 1.0) if want_gate and gate is not None else None,
+            gate=None if gate is None else np.clip(gate, 0.0, 1.0),
         )
         t3 = time.perf_counter()
         result.timings_ms = {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3,

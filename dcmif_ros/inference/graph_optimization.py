@@ -84,3 +84,19 @@ def measure_cpu_levels(onnx_path, multiple: int) -> dict:
     height, width = next(v for v in feed.values() if v.ndim == 4).shape[-2:]
     return {"level": level, "ms": ms, "size": f"{width}x{height}", "min_speedup_for_all": ALL_MIN_SPEEDUP,
             "cpu": cpu_name()}
+
+
+def graph_without(graph_path, dropped: str) -> bytes | None:
+    """The graph at ``graph_path`` without output ``dropped`` and the nodes only it needs, serialised (None if
+    the graph has no such output). onnxruntime runs every node of a session's graph whatever outputs a run asks
+    for, so a frame whose pseudo-IR nobody reads runs this cut instead (docs/node.md, "Outputs nobody reads")."""
+    import onnx
+    from onnx.utils import Extractor
+
+    model = onnx.load(str(graph_path))
+    outputs = [output.name for output in model.graph.output]
+    if dropped not in outputs:
+        return None
+    inputs = [graph_input.name for graph_input in model.graph.input]
+    kept = Extractor(model).extract_model(inputs, [name for name in outputs if name != dropped])
+    return kept.SerializeToString()

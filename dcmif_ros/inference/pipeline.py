@@ -109,9 +109,9 @@ class FusionPipeline:
         gamma, beta = self.engine.film_from_features(review.features)
         return Prior(gamma, beta, source_text=review.text)
 
-    def process(self, frame: np.ndarray, want_gate: bool = False) -> FusionResult:
+    def process(self, frame: np.ndarray, want_gate: bool = False, want_pseudo_ir: bool = True) -> FusionResult:
         prior = self.refresher.current
-        result = self.engine.run(frame, prior.gamma, prior.beta, want_gate=want_gate)
+        result = self.engine.run(frame, prior.gamma, prior.beta, want_gate=want_gate, want_pseudo_ir=want_pseudo_ir)
         if self.uses_prior:
             self.refresher.notify_frame(frame)
         return result

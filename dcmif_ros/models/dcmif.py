@@ -10,12 +10,13 @@ when the prior refreshes instead of on every frame).
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from dcmif_ros.models.blocks import CoefficientBackbone, SmoothExit, blocks
+from dcmif_ros.models.blocks import NEAR_ZERO_INIT_STD, CoefficientBackbone, SmoothExit, blocks
 from dcmif_ros.models.config import FUSION_WARMTH, DCMIFConfig
 from dcmif_ros.models.dictionary import (field_synthesis_weight, normalize_atoms, solver_filter, synthesize,
                                          synthesize_field, upsample_field)
@@ -116,6 +117,12 @@ class RFN(nn.Module):
         return exit.upsample(weight), exit.upsample(weight.mean(1, keepdim=True))
 
 
+GATE_INITIAL_OPENING = 0.05
+"""Where warmth fusion's gate starts, everywhere alike: nearly closed, so AFRI opens it where warmth is real. Opened
+halfway, the whole offset field enters at once, the loss against the real infrared shuts every gate within a
+hundred steps, and the saturated sigmoid then learns to reopen slowly (docs/model.md, "Semantics at half size")."""
+
+
 class OffsetGate(nn.Module):
     """RFN for warmth fusion: the per-atom gate W over RIN's offset field, read from the features RIN computed
     that field from (a 1×1 convolution at RIN's entry resolution). The paper's RFN re-encodes (S̃_vis, S_pir)
@@ -126,6 +133,8 @@ class OffsetGate(nn.Module):
         super().__init__()
         self.body = blocks(config.rin.width, 1, config.rin.expansion)
         self.project = nn.Conv2d(config.rin.width, config.atoms, 1)
+        nn.init.normal_(self.project.weight, std=NEAR_ZERO_INIT_STD)
+        nn.init.constant_(self.project.bias, math.log(GATE_INITIAL_OPENING / (1.0 - GATE_INITIAL_OPENING)))
 
     def forward(self, rin_features: torch.Tensor) -> torch.Tensor:
         """W (N, B, h, w) in (0, 1) at RIN's entry resolution."""
@@ -216,12 +225,11 @@ class DCMIFNet(nn.Module):
         return torch.ones(batch, self.config.atoms, device=device), torch.zeros(batch, self.config.atoms, device=device)
 
 
-def with_fusion(net: DCMIFNet, fusion: str) -> DCMIFNet:
-    """``net`` fusing by ``fusion`` (a ``DCMIFConfig.fusion``): where that changes RFN's form, RFN starts from
-    fresh weights (VGII never trains RFN; AFRI trains it from its initial weights either way)."""
-    if net.config.fusion != fusion:
-        net.config = replace(net.config, fusion=fusion)
-        net.rfn = make_rfn(net.config).to(net.dictionary.device)
+def with_fresh_gate(net: DCMIFNet, fusion: str) -> DCMIFNet:
+    """``net`` fusing by ``fusion`` (a ``DCMIFConfig.fusion``), its RFN at initial weights: AFRI trains RFN from
+    them (VGII never trains it, so a VGII checkpoint's RFN is whatever init that run drew)."""
+    net.config = replace(net.config, fusion=fusion)
+    net.rfn = make_rfn(net.config).to(net.dictionary.device)
     return net
 
 

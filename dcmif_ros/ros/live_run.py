@@ -52,8 +52,15 @@ class LiveRunConfig:
     frame_size: tuple[int, int] = DEFAULT_SIZE
     camera_reliability: str = "best_effort"
     sample_rows: int = 0  # (input, pseudo-thermal, fused) triples to keep, spread over the run
+    # also subscribe to the pseudo-thermal image, as a viewer does; False: the fused image only, as a detector
+    # does (the node then skips the pseudo-IR's share of the graph)
+    pseudo_thermal: bool = True
     photos: tuple[Path, ...] = ()  # image files the sample camera replays (none: its bundled photos)
     startup_timeout_s: float = 180.0
+
+    def __post_init__(self):
+        if self.sample_rows and not self.pseudo_thermal:
+            raise ValueError("contact-sheet rows need the pseudo-thermal image: sample_rows needs pseudo_thermal")
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,8 @@ class _Viewer:
         self._next_sample_s = 0.0
         self._started_s = 0.0
         self._fused_subscription = self._node.create_subscription(Image, FUSED_TOPIC, self._on_fused, VIEWER_QOS)
-        self._node.create_subscription(Image, PSEUDO_THERMAL_TOPIC, self._on_pseudo_thermal, VIEWER_QOS)
+        if config.pseudo_thermal:
+            self._node.create_subscription(Image, PSEUDO_THERMAL_TOPIC, self._on_pseudo_thermal, VIEWER_QOS)
         self._node.create_subscription(FusionStatus, STATUS_TOPIC, self._on_status, VIEWER_QOS)
         self._node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, VIEWER_QOS)
 

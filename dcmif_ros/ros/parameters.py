@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -207,14 +208,14 @@ class NodeConfig:
     ir: InfraredConfig | None = None  # None: no thermal camera (use_ir false)
     inference_workers: int = 0
 
-    @property
+    @cached_property
     def workers(self) -> int:
-        """How many worker threads fuse frames (``inference_workers``, or its auto choice)."""
+        """How many worker threads fuse frames (``inference_workers``, or its auto choice, decided once)."""
         if self.inference_workers:
             return self.inference_workers
         return CPU_INFERENCE_WORKERS if runs_on_cpu(self.provider) else 1
 
-    @property
+    @cached_property
     def threads(self) -> int | None:
         """onnxruntime intra-op threads of the session the workers share (``inference_threads``, or its auto
         choice; None: onnxruntime's). Each worker's run computes on its own thread and on the session's pool

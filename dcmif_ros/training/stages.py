@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from dcmif_ros.inference.checkpoint import DCMIFBundle, save_bundle
 from dcmif_ros.models.config import DCMIFConfig, get_config
-from dcmif_ros.models.dcmif import DCMIFNet, FiLMHeads, dcmif_from_jsrl, ren_from_jsrl, with_fusion
+from dcmif_ros.models.dcmif import DCMIFNet, FiLMHeads, dcmif_from_jsrl, ren_from_jsrl, with_fresh_gate
 from dcmif_ros.models.dictionary import synthesize
 from dcmif_ros.models.jsrl import JSRL
 from dcmif_ros.image_codec import read_gray, read_image, to_uint8
@@ -417,7 +417,7 @@ class AFRIStage:
         preset = get_config(config.model)
         # how RFN fuses is AFRI's to choose (it trains RFN): --model's fusion, whatever VGII ran with
         preset.require_same(net.config, f"{config.out}/vgii/final.pt", ignore=frozenset({"fusion"}))
-        self.net = with_fusion(net, preset.fusion).to(config.device)
+        self.net = with_fresh_gate(net, preset.fusion).to(config.device)
         self.film = FiLMHeads(previous["prior_feature_dim"], net.config.atoms).to(config.device)
         self.film.load_state_dict(previous["film"])
         self.previous = previous
