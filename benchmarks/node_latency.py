@@ -82,8 +82,8 @@ def main() -> int:
           "(median, alone)", flush=True)
     runs = []
     for config in args.configs.split(","):
-        for subscribers in args.subscribers.split(","):
-            for reliability in args.camera_qos.split(","):
+        for reliability in args.camera_qos.split(","):  # subscribers innermost: their runs alternate
+            for subscribers in args.subscribers.split(","):
                 load_before = os.getloadavg()
                 result = run_live(LiveRunConfig(out_dir=args.logs / f"{config}_{subscribers}_{reliability}",
                                                 node_parameters=CONFIGS[config], rate_hz=args.rate,

@@ -79,6 +79,22 @@ def test_a_frame_whose_pseudo_ir_nobody_reads_runs_a_graph_without_it(engine):
     assert [output.name for output in engine.lean_session.get_outputs()] == ["fused", "gate"]
 
 
+@pytest.mark.parametrize("graph", ["dcmif_tiny.onnx", "dcmif_tiny.fp16.onnx", "dcmif_tiny.int8.onnx"])
+def test_every_shipped_precision_cuts_to_a_valid_graph_without_the_pseudo_ir(graph):
+    from dcmif_ros.inference.graph_optimization import graph_without
+
+    path = default_model_path().with_name(graph)
+    whole, cut = onnx.load(str(path)), onnx.load_from_string(graph_without(path, "pseudo_ir"))
+    onnx.checker.check_model(cut)
+    assert [o.name for o in cut.graph.output] == ["fused", "gate"] and len(cut.graph.node) < len(whole.graph.node)
+    assert (cut.ir_version, cut.opset_import) == (whole.ir_version, whole.opset_import)
+    assert graph_without(default_model_path().with_name("lrcfuse.onnx"), "pseudo_ir") is None  # nothing to cut
+
+
+def test_the_priors_first_pass_opens_no_cut_graph(random_tiny_onnx):
+    assert FusionEngine(random_tiny_onnx, provider="cpu", lean=False).lean_session is None
+
+
 def test_prior_changes_the_output(engine):
     frame = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     gamma = np.full(engine.atoms, 1.5, np.float32)

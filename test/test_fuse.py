@@ -180,6 +180,7 @@ def test_a_live_prior_runs_its_first_pass_in_a_one_thread_session_of_its_own(ran
         own = pipeline.first_pass_engine
         assert own is not pipeline.engine and own.model_path == pipeline.engine.model_path
         assert own.session.get_session_options().intra_op_num_threads == PRIOR_SESSION_THREADS
+        assert own.lean_session is None  # a first pass is run for its pseudo-IR: no graph cut without it
         assert pipeline.compute_prior(np.full((48, 64, 3), 90, np.uint8)).gamma.shape == (pipeline.engine.atoms,)
     offline = PipelineConfig(model_path=random_tiny_onnx, provider="cpu", prior="embedded", synchronous_prior=True)
     with FusionPipeline(offline) as pipeline:

@@ -1,7 +1,7 @@
 """FusionEngine: the DCMIF inference graph on onnxruntime, with the host pre/post-processing around it.
 
-One call takes a BGR uint8 frame and returns the fused BGR frame, the pseudo-thermal image and (optionally)
-the gate map. The engine checks the manifest and hashes before loading, checks which execution providers
+One call takes a BGR uint8 frame and returns the fused BGR frame, the pseudo-thermal image (unless not wanted:
+then the frame runs the graph cut without it) and (optionally) the gate map. The engine checks the manifest and hashes before loading, checks which execution providers
 the session really got (and refuses a silent CPU fallback unless allowed), warms up, and binds outputs
 to the device with IO binding so GPU results are copied once.
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,8 @@ class EngineError(RuntimeError):
 @dataclass
 class FusionResult:
     fused: np.ndarray  # BGR uint8, same size as the input
-    pseudo_ir: np.ndarray | None  # uint8 H×W; None for dual-modal models (they read the real infrared)
+    pseudo_ir: np.ndarray | None  # uint8 H×W; None for dual-modal models (they read the real infrared) and
+    # for frames run without ``want_pseudo_ir``
     gate: np.ndarray | None  # float32 H×W in [0, 1]: weight of the (pseudo-)IR, averaged over atoms
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -183,13 +185,17 @@ def int8_providers(provider: str, requested: list[str], allow_cpu_fallback: bool
     return PROVIDER_CHAINS["cpu"], message
 
 
-def provider_options(providers: list[str]) -> list[tuple[str, dict]]:
-    """TensorRT builds an engine per input shape: cache them, or every start pays minutes again."""
+def provider_options(providers: list[str], cache_name: str) -> list[tuple[str, dict]]:
+    """TensorRT builds an engine per input shape: cache them, or every start pays minutes again. Its cache keys
+    name the graph's file and tensors, not its weights, so each graph caches in a folder of its own
+    (``cache_name``: the graph's hash and which cut), or a retrained model of the same name would reuse the old
+    engines."""
     options = []
     for name in providers:
         if name == "TensorrtExecutionProvider":
-            TENSORRT_CACHE_DIR.mkdir(parents=True, exist_ok=True)
-            options.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(TENSORRT_CACHE_DIR),
+            cache = TENSORRT_CACHE_DIR / cache_name
+            cache.mkdir(parents=True, exist_ok=True)
+            options.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                                    "trt_fp16_enable": True}))
         else:
             options.append((name, {}))
@@ -221,10 +227,11 @@ class FusionEngine:
 
     def __init__(self, model_path: str | Path, provider: str = "auto", allow_cpu_fallback: bool = True,
                  processing_size: ProcessingSize = None, threads: int | None = None,
-                 precision: str = "auto", spin_wait: bool = True):
+                 precision: str = "auto", spin_wait: bool = True, lean: bool = True):
         import onnxruntime as ort
 
         self.model_path = Path(model_path)
+        self.lean = lean  # also open the graph without its pseudo-IR (a caller that always reads it need not)
         self.manifest = load_manifest(self.model_path)
         self.kind = self.manifest.get("kind", KIND_VISIBLE)
         self.atoms = int(self.manifest.get("atoms", 0))  # dual-modal graphs have no FiLM inputs
@@ -278,13 +285,24 @@ class FusionEngine:
         if threads:
             options.intra_op_num_threads = threads
         graph_path, chosen = select_graph(self.model_path, self.manifest, precision, first_provider)
+        digest = sha256(graph_path)[:16]
         try:
-            session = ort.InferenceSession(str(graph_path), options, providers=provider_options(requested))
-            lean = graph_without(graph_path, PSEUDO_IR_OUTPUT)
-            if lean is not None:
-                lean = ort.InferenceSession(lean, options, providers=provider_options(requested))
+            session = ort.InferenceSession(str(graph_path), options,
+                                           providers=provider_options(requested, f"{digest}-whole"))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EngineError(f"onnxruntime cannot load {graph_path}: {exc}") from None
+        lean = None
+        try:  # a speed-up only: where it fails, every frame runs the whole graph
+            cut = graph_without(graph_path, PSEUDO_IR_OUTPUT) if self.lean else None
+            if cut is not None:
+                lean = ort.InferenceSession(cut, options, providers=provider_options(requested, f"{digest}-lean"))
+                if lean.get_providers()[0] != session.get_providers()[0]:
+                    raise EngineError(f"it runs on {lean.get_providers()[0]}, the whole graph on "
+                                      f"{session.get_providers()[0]}")
+        except Exception as exc:
+            lean = None
+            warnings.warn(f"{graph_path.name} without its pseudo-IR is unavailable ({exc}): every frame runs the "
+                          "whole graph", RuntimeWarning, stacklevel=2)
         return session, lean, chosen
 
     def _load_film(self) -> dict[str, np.ndarray]:
@@ -310,7 +328,8 @@ class FusionEngine:
                 self.run_dual(frame, frame[:, :, 0], want_gate=True)
             else:
                 self.run(frame, want_gate=True)
-                self.run(frame, want_pseudo_ir=False)
+                if self.lean_session is not None:
+                    self.run(frame, want_pseudo_ir=False)
 
     def film_inputs(self, gamma: np.ndarray | None, beta: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The graph's γ, β inputs; None means identity (no prior: the first-pass pseudo-IR)."""
@@ -357,7 +376,7 @@ class FusionEngine:
     def run(self, frame: np.ndarray, gamma: np.ndarray | None = None, beta: np.ndarray | None = None,
             want_gate: bool = False, want_pseudo_ir: bool = True) -> FusionResult:
         """Fuse one BGR uint8 frame; ``gamma``/``beta`` are the prior's FiLM values (None: identity). Without
-        ``want_pseudo_ir`` the result's ``pseudo_ir`` is None and the graph skips it (a seventh of a frame)."""
+        ``want_pseudo_ir`` the result's ``pseudo_ir`` is None and the graph skips it (11–20 % of a frame)."""
         self._require_kind(KIND_VISIBLE, "run_dual(frame, infrared)")
         return self._fuse(validate_frame(frame), None,
                           lambda y, _: self.infer_luminance(y, gamma, beta, want_pseudo_ir), want_gate)

@@ -87,7 +87,8 @@ class FusionPipeline:
                 self.first_pass_engine = FusionEngine(
                     self.engine.model_path, provider=self.engine.provider,
                     allow_cpu_fallback=config.allow_cpu_fallback, processing_size=config.processing_size,
-                    threads=config.prior_threads, precision=self.engine.precision)
+                    threads=config.prior_threads, precision=self.engine.precision,
+                    lean=False)  # a first pass is run for its pseudo-IR
         self.refresher = PriorRefresher(
             self.compute_prior,
             RefreshConfig(config.refresh_every_n_frames, config.prior_timeout_s, config.synchronous_prior,

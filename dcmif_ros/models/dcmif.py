@@ -119,8 +119,8 @@ class RFN(nn.Module):
 
 GATE_INITIAL_OPENING = 0.05
 """Where warmth fusion's gate starts, everywhere alike: nearly closed, so AFRI opens it where warmth is real. Opened
-halfway, the whole offset field enters at once, the loss against the real infrared shuts every gate within a
-hundred steps, and the saturated sigmoid then learns to reopen slowly (docs/model.md, "Semantics at half size")."""
+halfway, the whole offset field enters at once, the loss against the real infrared shuts every gate within about
+200 steps, and the saturated sigmoid then learns to reopen slowly (docs/model.md, "Fourth round")."""
 
 
 class OffsetGate(nn.Module):

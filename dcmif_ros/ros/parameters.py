@@ -217,9 +217,11 @@ class NodeConfig:
 
     @cached_property
     def threads(self) -> int | None:
-        """onnxruntime intra-op threads of the session the workers share (``inference_threads``, or its auto
-        choice; None: onnxruntime's). Each worker's run computes on its own thread and on the session's pool
-        of threads − 1, which all runs share: auto sizes the pool so workers + pool = this process's cores."""
+        """onnxruntime intra-op threads of the sessions the workers share (``inference_threads``, or its auto
+        choice; None: onnxruntime's): the whole graph's, and its cut's for frames whose pseudo-IR nobody reads;
+        while the subscribers stay the same every frame runs the same one. Each worker's run computes on its own
+        thread and on the session's pool of threads − 1, which all runs share: auto sizes the pool so workers +
+        pool = this process's cores."""
         if self.inference_threads:
             return self.inference_threads
         return max(1, usable_cores() - self.workers + 1) if runs_on_cpu(self.provider) else None
