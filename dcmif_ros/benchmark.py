@@ -90,6 +90,7 @@ def run_benchmark(settings: BenchmarkSettings) -> list[dict]:
     try:
         for width, height in settings.sizes:
             frame = sample_frame(width, height)
+
             def fused_only_ms() -> float:
                 """A frame whose pseudo-IR nobody reads (a detector's): the graph without it, the prior alike."""
                 prior = pipeline.refresher.current

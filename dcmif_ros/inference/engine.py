@@ -1,9 +1,9 @@
 """FusionEngine: the DCMIF inference graph on onnxruntime, with the host pre/post-processing around it.
 
 One call takes a BGR uint8 frame and returns the fused BGR frame, the pseudo-thermal image (unless not wanted:
-then the frame runs the graph cut without it) and (optionally) the gate map. The engine checks the manifest and hashes before loading, checks which execution providers
-the session really got (and refuses a silent CPU fallback unless allowed), warms up, and binds outputs
-to the device with IO binding so GPU results are copied once.
+then the frame runs the graph cut without it) and (optionally) the gate map. The engine checks the manifest and
+hashes before loading, checks which execution providers the session really got (and refuses a silent CPU
+fallback unless allowed), warms up, and binds outputs to the device with IO binding so GPU results are copied once.
 
 Dual-modal graphs (manifest ``kind`` "dual": LRCFuse, DCMIF with real infrared) take the frame's luminance and a
 registered infrared image instead: ``run_dual(frame, infrared)``, with the same pre/post-processing, manifest
