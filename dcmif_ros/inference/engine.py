@@ -285,7 +285,8 @@ class FusionEngine:
         if threads:
             options.intra_op_num_threads = threads
         graph_path, chosen = select_graph(self.model_path, self.manifest, precision, first_provider)
-        digest = sha256(graph_path)[:16]
+        # the hash the manifest records for that graph, which loading it has just verified
+        digest = (self.manifest["onnx_sha256"] if chosen == "fp32" else self.manifest[chosen]["sha256"])[:16]
         try:
             session = ort.InferenceSession(str(graph_path), options,
                                            providers=provider_options(requested, f"{digest}-whole"))
