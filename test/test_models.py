@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from dcmif_ros.models import JSRL, DCMIFNet, FiLMHeads, get_config
 from dcmif_ros.models.blocks import CoefficientBackbone, UNetLevel
 from dcmif_ros.models.config import FUSION_GATE, FUSION_WARMTH, BackboneConfig, DCMIFConfig
-from dcmif_ros.models.dcmif import (GATE_INITIAL_OPENING, RFN, OffsetGate, dcmif_from_jsrl, ren_from_jsrl,
-                                   with_fresh_gate)
+from dcmif_ros.models.dcmif import (GATE_INITIAL_OPENING, HEADROOM_MARGIN, RFN, OffsetGate, dcmif_from_jsrl,
+                                   headroom, ren_from_jsrl, with_fresh_gate)
 from dcmif_ros.models.dictionary import (
     DictionaryNormalEquations,
     adjoint_weight,
@@ -296,16 +296,17 @@ def test_gate_mixes_the_two_coefficient_maps():
     assert torch.allclose(fused, out.fused, atol=1e-6)
 
 
-def test_warmth_fusion_keeps_the_visible_coefficients_and_adds_the_gated_offset():
-    """Gate closed: the fused image is D ⋆ S̃_vis exactly. Gate open: D ⋆ (S̃_vis + up(O)), RIN's offset field,
-    away from the atom-radius rim where the field synthesis replicates instead of wrapping around."""
+def test_warmth_fusion_keeps_the_visible_image_and_adds_the_gated_warmth():
+    """Gate closed: the fused image is the visible luminance exactly. Gate open: the luminance plus the positive
+    part of D ⋆ up(O), RIN's offset field, away from the atom-radius rim where the field synthesis replicates
+    instead of wrapping around. The visible coefficients reconstruct the luminance they encode."""
     torch.manual_seed(9)
     jsrl = JSRL(TINY)
     net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach()).eval()
     assert isinstance(net.rfn, OffsetGate)
-    image = torch.rand(1, 1, 64, 64)
+    image = torch.rand(1, 1, 64, 64) * (1.0 - HEADROOM_MARGIN)  # room for warmth everywhere
     with torch.no_grad():
-        net.rin.backbone.exit.project.bias[TINY.atoms :].fill_(0.3)  # a visible offset field
+        net.rin.backbone.exit.project.weight[TINY.atoms :].normal_(std=0.5)  # an offset field that varies
         net.rfn.project.weight.zero_()
         net.rfn.project.bias.fill_(-40.0)
         closed = net.infer(image, *net.identity_film())
@@ -313,8 +314,8 @@ def test_warmth_fusion_keeps_the_visible_coefficients_and_adds_the_gated_offset(
         opened = net.infer(image, *net.identity_film())
         guide = net.rin.guide(image)
         _, offset = net.rin.fields(net.rin.features(closed.coef_vis, guide), guide)
-        expected = synthesize(closed.coef_vis + upsample_field(offset, net.rin.stride), net.dictionary)
-    assert torch.equal(closed.fused, synthesize(closed.coef_vis, net.dictionary))
+        warmth = synthesize(upsample_field(offset, net.rin.stride), net.dictionary)
+    assert torch.equal(closed.fused, image)
     assert closed.gate.max() < 1e-6 and opened.gate.min() > 1 - 1e-6
     assert torch.equal(opened.pseudo_ir, closed.pseudo_ir)  # the gate shapes the fused image only
     rim = TINY.kernel_size // 2
@@ -322,8 +323,32 @@ def test_warmth_fusion_keeps_the_visible_coefficients_and_adds_the_gated_offset(
         coef_pseudo_ir = net.rin(closed.coef_vis, image)
     assert torch.allclose(closed.pseudo_ir[..., rim:-rim, rim:-rim],
                           synthesize(coef_pseudo_ir, net.dictionary)[..., rim:-rim, rim:-rim], atol=1e-5)
-    assert (opened.fused - closed.fused).abs().mean() > 0.05
+    assert (warmth < 0).any() and (warmth > 0.05).any()  # the test field both cools and warms
+    assert (opened.fused >= image).all() and (opened.fused - image).abs().mean() > 0.02
+    expected = image + warmth.clamp(min=0)
     assert torch.allclose(opened.fused[..., rim:-rim, rim:-rim], expected[..., rim:-rim, rim:-rim], atol=1e-5)
+
+
+def test_warmth_has_no_room_where_a_cell_reaches_white():
+    """Cells whose brightest pixel is white admit no warmth (it would be clipped, flattening their texture),
+    cells at least HEADROOM_MARGIN below white admit all of it, and the gate map says so."""
+    torch.manual_seed(3)
+    luminance = torch.full((1, 1, 16, 16), 0.2)
+    luminance[..., :4, :4] = 0.5 + 0.5 * torch.rand(4, 4)
+    luminance[0, 0, 1, 2] = 1.0  # one white pixel in the first cell
+    luminance[..., 4:8, :4] = 1.0 - HEADROOM_MARGIN / 2  # halfway into the margin
+    room = headroom(luminance, 4)
+    assert room.shape == (1, 1, 4, 4)
+    assert room[0, 0, 0, 0] == 0.0 and room[0, 0, 1, 0] == pytest.approx(0.5)
+    assert (room[0, 0, :, 1:] == 1.0).all()
+    net = DCMIFNet(TINY).eval()
+    frame = torch.full((1, 1, 64, 64), 0.3)
+    frame[..., :32] = 1.0  # a white left half
+    with torch.no_grad():
+        net.rfn.project.weight.zero_()
+        net.rfn.project.bias.fill_(40.0)  # the gate wide open: what is admitted is the headroom alone
+        out = net.infer(frame, *net.identity_film())
+    assert out.gate[..., :24].max() < 1e-6 and out.gate[..., 40:].min() > 1 - 1e-6
 
 
 def test_afri_starts_its_gate_afresh_and_a_warmth_gate_nearly_closed():

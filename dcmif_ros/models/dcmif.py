@@ -2,7 +2,8 @@
 
 Per frame: S̃_vis = REN(Y); S_fm = γ ⊙ S̃_vis + β; S_pir = RIN(S_fm); (W_vis, W_pir) = softmax(RFN(S̃_vis, S_pir));
 S_f = W_vis ⊙ S̃_vis + W_pir ⊙ S_pir; I_f = D ⋆ S_f, I_pir = D ⋆ S_pir. With warmth fusion (``DCMIFConfig.fusion``)
-RIN writes S_pir = G ⊙ S_fm + O and the gate admits its offset field: S_f = S̃_vis + W ⊙ O.
+RIN writes S_pir = G ⊙ S_fm + O and the gate admits its offset field: S_f = S̃_vis + W ⊙ O, and
+I_f = Y + max(D ⋆ (W ⊙ O), 0) (``DCMIFNet.warmth_fusion``).
 γ, β are graph inputs: identity (γ = 1, β = 0) gives the first-pass pseudo-IR that the language-model prior
 reviews; the prior's γ, β then modulate every following frame (DCMIF Alg. 2, with the first RIN pass run only
 when the prior refreshes instead of on every frame).
@@ -14,6 +15,7 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dcmif_ros.models.blocks import NEAR_ZERO_INIT_STD, CoefficientBackbone, SmoothExit, blocks
@@ -145,6 +147,19 @@ def make_rfn(config: DCMIFConfig) -> nn.Module:
     return OffsetGate(config) if config.fusion == FUSION_WARMTH else RFN(config)
 
 
+HEADROOM_MARGIN = 0.4
+"""Warmth fusion admits full warmth only into cells whose brightest pixel is at least this far below white, and
+none into cells that reach white (``headroom``)."""
+
+
+def headroom(luminance: torch.Tensor, stride: int) -> torch.Tensor:
+    """Per cell of ``stride``×``stride`` pixels, how much warmth the fused image has room for, in [0, 1]: warmth
+    added and clipped at white flattened the texture of bright sky and lamps, which cost the fused image more
+    spatial frequency than the warmth added elsewhere gave (docs/model.md, "Fifth round")."""
+    brightest = F.max_pool2d(luminance, stride)
+    return ((1.0 - brightest) / HEADROOM_MARGIN).clamp(0.0, 1.0)
+
+
 @dataclass
 class DCMIFOutput:
     fused: torch.Tensor
@@ -200,16 +215,21 @@ class DCMIFNet(nn.Module):
     def warmth_fusion(self, luminance: torch.Tensor, coef_vis: torch.Tensor, modulated: torch.Tensor) -> DCMIFOutput:
         """S_f = S̃_vis + up(W ⊙ O): every visible coefficient kept, RIN's warmth admitted where the gate opens.
         D is linear, so each smooth field is synthesised at its own resolution (``synthesize_field``):
-        I_f = D ⋆ S̃_vis + D ⋆ up(W ⊙ O) and I_pir = D ⋆ (up(G) ⊙ S_fm) + D ⋆ up(O), which is D ⋆ S_pir but for
-        the atom-radius rim (two full-resolution upsamplings and sums fewer per frame)."""
+        I_f = D ⋆ S̃_vis + max(D ⋆ up(W ⊙ O), 0) and I_pir = D ⋆ (up(G) ⊙ S_fm) + D ⋆ up(O), which is D ⋆ S_pir
+        but for the atom-radius rim (two full-resolution upsamplings and sums fewer per frame).
+
+        Two departures in I_f, both measured (docs/model.md, "Fifth round"): D ⋆ S̃_vis is Y itself (it
+        reproduces Y to a few thousandths of a grey level, and that remainder alone cost the fused image's
+        spatial frequency 0.02 %; Y also saves the synthesis), and the admitted warmth only warms (a thermal
+        camera adds what is warm; the negative part cost MI with the real infrared and no object contrast)."""
         guide = self.rin.guide(luminance)
         features = self.rin.features(modulated, guide)
         gain, offset = self.rin.fields(features, guide)
-        weight = self.rfn(features)
+        weight = self.rfn(features) * headroom(luminance, self.rin.stride)
         field_weight = self.field_weight()
         kept = synthesize(upsample_field(gain, self.rin.stride) * modulated, self.dictionary)
         return DCMIFOutput(
-            fused=synthesize(coef_vis, self.dictionary) + synthesize_field(weight * offset, field_weight),
+            fused=luminance + torch.relu(synthesize_field(weight * offset, field_weight)),
             pseudo_ir=kept + synthesize_field(offset, field_weight),
             gate=upsample_field(weight.mean(1, keepdim=True), self.rin.stride),
             coef_vis=coef_vis,
