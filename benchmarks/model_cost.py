@@ -36,7 +36,8 @@ def parameters(module: torch.nn.Module) -> int:
 
 def gate_and_tail(net: DCMIFNet, coefficients: torch.Tensor) -> dict[str, float]:
     """The gate's and the syntheses' GFLOPs: the paper's RFN over two full-resolution coefficient maps and two
-    full syntheses, or warmth fusion's gate over RIN's features and its two field syntheses beside them."""
+    full syntheses, or warmth fusion's gate over RIN's features, the pseudo-IR's one full synthesis and the two
+    field syntheses beside it (the fused image takes Y itself for the visible coefficients' synthesis)."""
     synthesis = gflops(lambda: synthesize(coefficients, net.dictionary))
     if not isinstance(net.rfn, OffsetGate):
         return {"RFN": gflops(lambda: net.rfn(coefficients, coefficients)), "TailNet x2": 2 * synthesis}
@@ -44,7 +45,7 @@ def gate_and_tail(net: DCMIFNet, coefficients: torch.Tensor) -> dict[str, float]
     features = torch.rand(1, config.rin.width, HEIGHT // stride, WIDTH // stride)
     field = torch.rand(1, config.atoms, HEIGHT // stride, WIDTH // stride)
     return {"RFN (warmth gate on RIN's features)": gflops(lambda: net.rfn(features)),
-            "TailNet x2 (and two field syntheses)": 2 * synthesis + 2 * gflops(
+            "TailNet (and two field syntheses)": synthesis + 2 * gflops(
                 lambda: synthesize_field(field, net.field_weight()))}
 
 
