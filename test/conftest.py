@@ -27,6 +27,10 @@ def synthetic_dataset(tmp_path_factory) -> Path:
     return write_pairs(tmp_path_factory.mktemp("pairs"))
 
 
+GATE_OPEN_LOGIT = 5.0  # added to the warmth gate's initial logit, σ⁻¹(0.05) ≈ −2.9
+RANDOM_OFFSET_STD = 0.05
+
+
 @pytest.fixture(scope="session")
 def random_tiny_bundle():
     """A tiny DCMIF network with random (seeded) weights, non-trivial in every stage."""
@@ -46,6 +50,10 @@ def random_tiny_bundle():
     with torch.no_grad():
         for param in list(net.rin.parameters()) + list(net.rfn.parameters()) + list(film.parameters()):
             param.add_(torch.randn_like(param) * 0.02)
+        # warmth fusion admits only warmth (the positive part of RIN's offset field): a gate mostly open and an
+        # offset field of some size make the fused image depend on RIN, and so on the prior
+        net.rfn.project.bias.add_(GATE_OPEN_LOGIT)
+        net.rin.backbone.exit.project.weight[net.config.atoms :].normal_(std=RANDOM_OFFSET_STD)
     encoder_id = f"{DESCRIPTION_SOURCE}+{MINILM_NAME}"  # what EmbeddedPriorEncoder reports
     return DCMIFBundle(net.eval(), film.eval(), encoder_id, MINILM_FEATURE_DIM, {"purpose": "tests"})
 
