@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from dcmif_ros.models import JSRL, DCMIFNet, FiLMHeads, get_config
 from dcmif_ros.models.blocks import CoefficientBackbone, UNetLevel
 from dcmif_ros.models.config import FUSION_GATE, FUSION_WARMTH, BackboneConfig, DCMIFConfig
-from dcmif_ros.models.dcmif import (GATE_INITIAL_OPENING, HEADROOM_MARGIN, RFN, OffsetGate, dcmif_from_jsrl,
-                                   headroom, ren_from_jsrl, with_fresh_gate)
+from dcmif_ros.models.dcmif import (GATE_INITIAL_OPENING, RFN, WARMTH_REACH_CELLS, WHITE_MARGIN, OffsetGate,
+                                   dcmif_from_jsrl, ren_from_jsrl, room_below_white, with_fresh_gate)
 from dcmif_ros.models.dictionary import (
     DictionaryNormalEquations,
     adjoint_weight,
@@ -304,7 +304,7 @@ def test_warmth_fusion_keeps_the_visible_image_and_adds_the_gated_warmth():
     jsrl = JSRL(TINY)
     net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach()).eval()
     assert isinstance(net.rfn, OffsetGate)
-    image = torch.rand(1, 1, 64, 64) * (1.0 - HEADROOM_MARGIN)  # room for warmth everywhere
+    image = torch.rand(1, 1, 64, 64) * (1.0 - WHITE_MARGIN)  # room for warmth everywhere
     with torch.no_grad():
         net.rin.backbone.exit.project.weight[TINY.atoms :].normal_(std=0.5)  # an offset field that varies
         net.rfn.project.weight.zero_()
@@ -329,26 +329,42 @@ def test_warmth_fusion_keeps_the_visible_image_and_adds_the_gated_warmth():
     assert torch.allclose(opened.fused[..., rim:-rim, rim:-rim], expected[..., rim:-rim, rim:-rim], atol=1e-5)
 
 
-def test_warmth_has_no_room_where_a_cell_reaches_white():
-    """Cells whose brightest pixel is white admit no warmth (it would be clipped, flattening their texture),
-    cells at least HEADROOM_MARGIN below white admit all of it, and the gate map says so."""
-    torch.manual_seed(3)
-    luminance = torch.full((1, 1, 16, 16), 0.2)
-    luminance[..., :4, :4] = 0.5 + 0.5 * torch.rand(4, 4)
-    luminance[0, 0, 1, 2] = 1.0  # one white pixel in the first cell
-    luminance[..., 4:8, :4] = 1.0 - HEADROOM_MARGIN / 2  # halfway into the margin
-    room = headroom(luminance, 4)
-    assert room.shape == (1, 1, 4, 4)
-    assert room[0, 0, 0, 0] == 0.0 and room[0, 0, 1, 0] == pytest.approx(0.5)
-    assert (room[0, 0, :, 1:] == 1.0).all()
-    net = DCMIFNet(TINY).eval()
-    frame = torch.full((1, 1, 64, 64), 0.3)
-    frame[..., :32] = 1.0  # a white left half
+def test_warmth_has_no_room_within_its_reach_of_white():
+    """Cells with white within the warmth's reach admit none of it (it would be clipped, flattening texture),
+    cells whose surroundings stay WHITE_MARGIN below white admit all of it, and the fused image and gate map say
+    so; the training rule (``linear_warmth``, the paper's D ⋆ S_f) admits the gated warmth of both signs
+    everywhere."""
+    stride = TINY.rin.entry_stride
+    reach = WARMTH_REACH_CELLS * stride
+    luminance = torch.full((1, 1, 8 * stride, 8 * stride), 0.2)
+    luminance[..., 0, 0] = 1.0  # one white pixel in the first cell
+    luminance[..., -stride:, -stride:] = 1.0 - WHITE_MARGIN / 2  # the last cell halfway into the margin
+    room = room_below_white(luminance, stride)
+    assert room.shape == (1, 1, 8, 8)
+    near_white = torch.zeros(8, 8, dtype=torch.bool)
+    near_white[: 1 + WARMTH_REACH_CELLS, : 1 + WARMTH_REACH_CELLS] = True
+    assert (room[0, 0][near_white] == 0.0).all()
+    assert room[0, 0, -1, -1] == pytest.approx(0.5) and room[0, 0, 3, 3] == 1.0
+
+    torch.manual_seed(4)
+    jsrl = JSRL(TINY)
+    net = dcmif_from_jsrl(jsrl, jsrl.dictionary_zero().detach()).eval()
+    side, white_columns = 16 * stride, 8 * stride
+    frame = torch.full((1, 1, side, side), 0.3)
+    frame[..., :white_columns] = 1.0  # a white left half
     with torch.no_grad():
+        net.rin.backbone.exit.project.weight[TINY.atoms :].normal_(std=0.5)  # an offset field that varies
         net.rfn.project.weight.zero_()
-        net.rfn.project.bias.fill_(40.0)  # the gate wide open: what is admitted is the headroom alone
+        net.rfn.project.bias.fill_(40.0)  # the gate wide open: what is admitted is the room alone
         out = net.infer(frame, *net.identity_film())
-    assert out.gate[..., :24].max() < 1e-6 and out.gate[..., 40:].min() > 1 - 1e-6
+        linear = net.infer(frame, *net.identity_film(), linear_warmth=True)
+    clear_of_white = white_columns + reach + stride
+    assert (out.gate[..., : white_columns - stride] < 1e-6).all() and (out.gate[..., clear_of_white:] > 1 - 1e-6).all()
+    assert torch.equal(out.fused[..., : white_columns - reach], frame[..., : white_columns - reach])
+    assert (out.fused[..., clear_of_white:] > frame[..., clear_of_white:]).any()
+    warmth = linear.fused - synthesize(linear.coef_vis, net.dictionary)  # the paper's D ⋆ S_f
+    assert (warmth[..., : white_columns - reach] != 0).any() and (warmth < 0).any()  # both signs, everywhere
+    assert (linear.gate > 1 - 1e-6).all()
 
 
 def test_afri_starts_its_gate_afresh_and_a_warmth_gate_nearly_closed():

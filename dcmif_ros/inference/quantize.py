@@ -13,7 +13,7 @@ weights per output channel with reduce_range, as onnxruntime advises for CPUs wi
 * ConvTranspose with stride equal to its kernel (the U-Nets' non-overlapping up-sampling) is rewritten as a 1×1
   Conv and DepthToSpace, the same sums: onnxruntime has no int8 ConvTranspose kernel, so these stayed in float.
 * Convolutions on the image domain stay float (``image_domain_convs``): the ones that read a one- or two-channel
-  image (REN's analysis), write one (D⋆S, the synthesis of every output) or run on an image's pixel blocks (REN's
+  image (REN's analysis), write one (D⋆S, the syntheses of the outputs' coefficients) or run on an image's pixel blocks (REN's
   4×4-block solve, between SpaceToDepth-like reshapes and DepthToSpace). Quantising their 8-bit inputs or outputs
   costs grey levels directly: measured on DCMIF tiny at 320×240, the solve alone added 6 grey levels of mean error.
 

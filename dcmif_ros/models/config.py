@@ -95,8 +95,9 @@ class DCMIFConfig:
     S_f = (1 − W) ⊙ S̃_vis + W ⊙ S_pir, which replaces visible detail by the pseudo-IR's softer one wherever
     the gate opens; ``"warmth"`` is S_f = S̃_vis + W ⊙ O, RIN's offset field (the warmth it adds) admitted
     where the gate opens and every visible coefficient kept, with W read from RIN's own features
-    (``dcmif.OffsetGate``; needs ``rin_gain``; docs/model.md, "Warmth fusion"). ``rfn`` shapes the paper's RFN,
-    which the dual-modal model keeps.
+    (``dcmif.OffsetGate``; needs ``rin_gain``; docs/model.md, "Warmth fusion"), and its fused image is Y plus the
+    positive part of D ⋆ up(W ⊙ O) where there is room below white (``DCMIFNet.warmth_fusion``). ``rfn`` shapes
+    the paper's RFN, which the dual-modal model keeps.
     """
 
     name: str

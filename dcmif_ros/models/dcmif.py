@@ -1,9 +1,10 @@
-"""The DCMIF inference network: REN → FiLM → RIN → RFN gate → TailNet, all in the coefficient domain.
+"""The DCMIF inference network: REN → FiLM → RIN → RFN gate → TailNet, in the coefficient domain.
 
 Per frame: S̃_vis = REN(Y); S_fm = γ ⊙ S̃_vis + β; S_pir = RIN(S_fm); (W_vis, W_pir) = softmax(RFN(S̃_vis, S_pir));
 S_f = W_vis ⊙ S̃_vis + W_pir ⊙ S_pir; I_f = D ⋆ S_f, I_pir = D ⋆ S_pir. With warmth fusion (``DCMIFConfig.fusion``)
-RIN writes S_pir = G ⊙ S_fm + O and the gate admits its offset field: S_f = S̃_vis + W ⊙ O, and
-I_f = Y + max(D ⋆ (W ⊙ O), 0) (``DCMIFNet.warmth_fusion``).
+RIN writes S_pir = G ⊙ S_fm + O and the gate admits its offset field: S_f = S̃_vis + W ⊙ O, and the fused
+image is the visible one plus the positive part of that warmth, kept off what is already white:
+I_f = Y + max(D ⋆ up(R ⊙ W ⊙ O), 0) (``DCMIFNet.warmth_fusion``).
 γ, β are graph inputs: identity (γ = 1, β = 0) gives the first-pass pseudo-IR that the language-model prior
 reviews; the prior's γ, β then modulate every following frame (DCMIF Alg. 2, with the first RIN pass run only
 when the prior refreshes instead of on every frame).
@@ -147,17 +148,22 @@ def make_rfn(config: DCMIFConfig) -> nn.Module:
     return OffsetGate(config) if config.fusion == FUSION_WARMTH else RFN(config)
 
 
-HEADROOM_MARGIN = 0.4
-"""Warmth fusion admits full warmth only into cells whose brightest pixel is at least this far below white, and
-none into cells that reach white (``headroom``)."""
+WHITE_MARGIN = 0.4
+"""Warmth fusion admits all of its warmth only where the brightest pixel near a cell is at least this far below
+white, less closer to white, and none where it reaches white (``room_below_white``)."""
+WARMTH_REACH_CELLS = 1
+"""Cells on each side of a cell that its warmth reaches: the field is upsampled bilinearly (half a cell) and
+synthesised with D's atoms (their radius, under a cell), so ``room_below_white`` looks that far for white."""
 
 
-def headroom(luminance: torch.Tensor, stride: int) -> torch.Tensor:
-    """Per cell of ``stride``×``stride`` pixels, how much warmth the fused image has room for, in [0, 1]: warmth
-    added and clipped at white flattened the texture of bright sky and lamps, which cost the fused image more
-    spatial frequency than the warmth added elsewhere gave (docs/model.md, "Fifth round")."""
-    brightest = F.max_pool2d(luminance, stride)
-    return ((1.0 - brightest) / HEADROOM_MARGIN).clamp(0.0, 1.0)
+def room_below_white(luminance: torch.Tensor, stride: int) -> torch.Tensor:
+    """Per cell of ``stride``×``stride`` pixels, the share of its warmth the fused image has room for, in [0, 1]:
+    (1 − the brightest pixel within the warmth's reach) / ``WHITE_MARGIN``. Warmth added and clipped at white
+    flattened the texture of bright sky and lamps, which cost the fused image more spatial frequency than the
+    warmth added elsewhere gave (docs/model.md, "Fifth round")."""
+    reach = WARMTH_REACH_CELLS * stride
+    brightest = F.max_pool2d(luminance, 2 * reach + stride, stride, padding=reach)
+    return ((1.0 - brightest) / WHITE_MARGIN).clamp(0.0, 1.0)
 
 
 @dataclass
@@ -197,11 +203,13 @@ class DCMIFNet(nn.Module):
         finally:
             self._frozen_field_weight = None
 
-    def infer(self, luminance: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> DCMIFOutput:
+    def infer(self, luminance: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+              linear_warmth: bool = False) -> DCMIFOutput:
+        """``linear_warmth``: warmth fusion's training rule (``warmth_fusion``); the paper's gate ignores it."""
         coef_vis = self.ren(luminance)
         modulated = gamma.reshape(-1, self.config.atoms, 1, 1) * coef_vis + beta.reshape(-1, self.config.atoms, 1, 1)
         if self.config.fusion == FUSION_WARMTH:
-            return self.warmth_fusion(luminance, coef_vis, modulated)
+            return self.warmth_fusion(luminance, coef_vis, modulated, linear_warmth)
         coef_pir = self.rin(modulated, luminance)
         weight_pir, gate = self.rfn(coef_vis, coef_pir)
         coef_fused = coef_vis + weight_pir * (coef_pir - coef_vis)  # W_vis ⊙ S_vis + W_pir ⊙ S_pir
@@ -212,24 +220,32 @@ class DCMIFNet(nn.Module):
             coef_vis=coef_vis,
         )
 
-    def warmth_fusion(self, luminance: torch.Tensor, coef_vis: torch.Tensor, modulated: torch.Tensor) -> DCMIFOutput:
+    def warmth_fusion(self, luminance: torch.Tensor, coef_vis: torch.Tensor, modulated: torch.Tensor,
+                      linear: bool = False) -> DCMIFOutput:
         """S_f = S̃_vis + up(W ⊙ O): every visible coefficient kept, RIN's warmth admitted where the gate opens.
         D is linear, so each smooth field is synthesised at its own resolution (``synthesize_field``):
-        I_f = D ⋆ S̃_vis + max(D ⋆ up(W ⊙ O), 0) and I_pir = D ⋆ (up(G) ⊙ S_fm) + D ⋆ up(O), which is D ⋆ S_pir
-        but for the atom-radius rim (two full-resolution upsamplings and sums fewer per frame).
+        I_pir = D ⋆ (up(G) ⊙ S_fm) + D ⋆ up(O), which is D ⋆ S_pir but for the atom-radius rim (two
+        full-resolution upsamplings and sums fewer per frame), and I_f = Y + max(D ⋆ up(R ⊙ W ⊙ O), 0).
 
-        Two departures in I_f, both measured (docs/model.md, "Fifth round"): D ⋆ S̃_vis is Y itself (it
-        reproduces Y to a few thousandths of a grey level, and that remainder alone cost the fused image's
-        spatial frequency 0.02 %; Y also saves the synthesis), and the admitted warmth only warms (a thermal
-        camera adds what is warm; the negative part cost MI with the real infrared and no object contrast)."""
+        I_f departs from D ⋆ S_f three ways, each measured (docs/model.md, "Fifth round"): Y itself stands for
+        D ⋆ S̃_vis (which reproduces Y to a few thousandths of an 8-bit grey level, and that remainder alone cost
+        the fused image's spatial frequency 0.02 %; Y also saves a synthesis); the warmth only warms (a thermal
+        camera adds what is warm: the negative part cost MI with the real infrared and bought no object
+        contrast); and R = ``room_below_white`` keeps it off what is already white. ``linear`` gives the rule the
+        gate is trained on, the paper's D ⋆ S_f = D ⋆ S̃_vis + D ⋆ up(W ⊙ O): AFRI learns where warmth agrees with
+        the infrared from both signs of it, everywhere. (Trained on the rule above, the gate opened everywhere
+        and warmed people less; trained with Y for D ⋆ S̃_vis, it shut.)"""
         guide = self.rin.guide(luminance)
         features = self.rin.features(modulated, guide)
         gain, offset = self.rin.fields(features, guide)
-        weight = self.rfn(features) * headroom(luminance, self.rin.stride)
+        weight = self.rfn(features)
+        if not linear:
+            weight = weight * room_below_white(luminance, self.rin.stride)
         field_weight = self.field_weight()
+        warmth = synthesize_field(weight * offset, field_weight)
         kept = synthesize(upsample_field(gain, self.rin.stride) * modulated, self.dictionary)
         return DCMIFOutput(
-            fused=luminance + torch.relu(synthesize_field(weight * offset, field_weight)),
+            fused=synthesize(coef_vis, self.dictionary) + warmth if linear else luminance + F.relu(warmth),
             pseudo_ir=kept + synthesize_field(offset, field_weight),
             gate=upsample_field(weight.mean(1, keepdim=True), self.rin.stride),
             coef_vis=coef_vis,

@@ -450,7 +450,7 @@ class AFRIStage:
     def losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         vis = batch["vis"]
         gamma, beta = self.film_for_pairs(self.train_pairs, batch["index"])
-        out = self.net.infer(vis, gamma, beta)
+        out = self.net.infer(vis, gamma, beta, linear_warmth=True)  # the gate learns from warmth of both signs
         infrared = batch["ir"] if self.target == "real_ir" else out.pseudo_ir.detach()
         losses = afri_losses(out.fused, vis, infrared, out.gate, self.weights)
         if self.weights.visible_detail:
