@@ -1,7 +1,8 @@
 """Two or more exported graphs timed against each other, interleaved in one process, whole and cut.
 
 This VM's speed moves by tens of per cent within minutes, so a graph's speed against another's is only known when
-their runs alternate: each round runs every session once, and the medians are compared. Each graph runs whole
+their runs alternate: each round runs every session a few times in a row (``RUNS_IN_A_ROW``, the first, which pays
+for the switch from the others, untimed), and the medians are compared. Each graph runs whole
 (fused, pseudo-IR, gate) and as the cut without the pseudo-IR that the node runs when nobody reads it
 (``graph_optimization.graph_without``), at its manifest's CPU optimisation level, two intra-op threads, on one
 random frame at the node's CPU processing resolution (or ``--size``) with identity FiLM.
@@ -20,7 +21,7 @@ import numpy as np
 
 from dcmif_ros.benchmark import cpu_name
 from dcmif_ros.inference.engine import PSEUDO_IR_OUTPUT, load_manifest
-from dcmif_ros.inference.graph_optimization import (graph_optimization_level, graph_without,
+from dcmif_ros.inference.graph_optimization import (RUNS_IN_A_ROW, graph_optimization_level, graph_without,
                                                     interleaved_median_ms, timing_feed)
 
 THREADS = 2
@@ -39,7 +40,7 @@ def session(model, manifest: dict):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("graphs", nargs="+", type=Path, help="exported ONNX graphs, each with its manifest beside it")
-    parser.add_argument("--runs", type=int, default=40, help="timed rounds")
+    parser.add_argument("--runs", type=int, default=12, help="timed rounds")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
     args = parser.parse_args()
     sessions, labels = [], []
@@ -50,8 +51,8 @@ def main() -> None:
     feed = timing_feed(sessions[0], int(load_manifest(args.graphs[0])["pad_multiple"]))
     medians = interleaved_median_ms(sessions, feed, args.runs)
     height, width = next(value for value in feed.values() if value.ndim == 4).shape[-2:]
-    results = {"benchmark": __doc__.splitlines()[0], "size": f"{width}x{height}", "runs": args.runs,
-               "threads": THREADS, "cpu": cpu_name(),
+    results = {"benchmark": __doc__.splitlines()[0], "size": f"{width}x{height}", "rounds": args.runs,
+               "runs_in_a_row": RUNS_IN_A_ROW, "threads": THREADS, "cpu": cpu_name(),
                "median_ms": {label: round(value, 1) for label, value in zip(labels, medians)}}
     for label, value in results["median_ms"].items():
         print(f"{label}: {value} ms")

@@ -18,8 +18,13 @@ import numpy as np
 LEVELS = ("extended", "all")
 DEFAULT_CPU_LEVEL = "extended"  # what manifests written before the measurement existed ran at
 TIMING_SIZE = (240, 320)  # (height, width): the node's CPU processing resolution, rounded up to the pad multiple
-TIMING_RUNS = 12
+TIMING_RUNS = 6  # rounds of RUNS_IN_A_ROW runs per level
 WARM_UP_RUNS = 2
+RUNS_IN_A_ROW = 5
+"""Sessions timed against each other run in alternating blocks of this many runs, the first of each untimed: it
+pays for the switch from the other sessions (their threads still spinning, caches holding their buffers; +7 to
++14 ms on a 320×240 DCMIF frame here), which a process running one session frame after frame never pays, while
+alternating blocks keep the machine's drift out of the comparison."""
 ALL_MIN_SPEEDUP = 1.05
 MANIFEST_KEY = "cpu_graph_optimization"
 
@@ -53,16 +58,17 @@ def timing_feed(session, multiple: int) -> dict[str, np.ndarray]:
     return feed
 
 
-def interleaved_median_ms(sessions: list, feed: dict[str, np.ndarray], runs: int) -> list[float]:
-    """Median milliseconds per run of each session on ``feed``, runs interleaved so machine load hits all alike
-    (after ``WARM_UP_RUNS`` untimed ones)."""
+def interleaved_median_ms(sessions: list, feed: dict[str, np.ndarray], rounds: int) -> list[float]:
+    """Median milliseconds per run of each session on ``feed``: ``rounds`` rounds (after ``WARM_UP_RUNS`` untimed
+    ones), each running every session ``RUNS_IN_A_ROW`` times in a row, the first of each block untimed."""
     times: list[list[float]] = [[] for _ in sessions]
-    for run in range(WARM_UP_RUNS + runs):
+    for round_index in range(WARM_UP_RUNS + rounds):
         for session, samples in zip(sessions, times):
-            start = time.perf_counter()
-            session.run(None, feed)
-            if run >= WARM_UP_RUNS:
-                samples.append((time.perf_counter() - start) * 1e3)
+            for repeat in range(RUNS_IN_A_ROW):
+                start = time.perf_counter()
+                session.run(None, feed)
+                if round_index >= WARM_UP_RUNS and repeat:
+                    samples.append((time.perf_counter() - start) * 1e3)
     return [float(np.median(samples)) for samples in times]
 
 

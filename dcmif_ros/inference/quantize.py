@@ -42,7 +42,7 @@ CALIBRATION_PAIRS = 24
 VALIDATION_PAIRS = 8
 NETWORK_SIZE = (320, 240)
 """(width, height) frames are resized to (larger ones only): what ``auto`` runs a 640×480 camera at on the CPU."""
-SPEED_RUNS = 20
+SPEED_RUNS = 8  # rounds of graph_optimization.RUNS_IN_A_ROW runs per graph
 AUTO_MAX_ERROR_GREY = 8.0
 """``auto`` takes int8 only if no output differs from fp32 by more than this many grey levels (of 255) on the
 validation frames: twice the fp16 tolerance, still below the smallest warm-object contrast the pseudo-IR has to
