@@ -161,8 +161,9 @@ def room_below_white(luminance: torch.Tensor, stride: int) -> torch.Tensor:
     (1 − the brightest pixel within the warmth's reach) / ``WHITE_MARGIN``. Warmth added and clipped at white
     flattened the texture of bright sky and lamps, which cost the fused image more spatial frequency than the
     warmth added elsewhere gave (docs/model.md, "Fifth round")."""
-    reach = WARMTH_REACH_CELLS * stride
-    brightest = F.max_pool2d(luminance, 2 * reach + stride, stride, padding=reach)
+    cells = F.max_pool2d(luminance, stride)  # each cell's brightest pixel, then the brightest cell within reach:
+    reach = WARMTH_REACH_CELLS  # the same maximum as one window over the pixels, at a tenth of the comparisons
+    brightest = F.max_pool2d(cells, 2 * reach + 1, 1, padding=reach) if reach else cells
     return ((1.0 - brightest) / WHITE_MARGIN).clamp(0.0, 1.0)
 
 
