@@ -1,12 +1,13 @@
-"""Processing resolution ``auto``: about 320x240 on the CPU for larger frames (aspect ratio and pad multiple
-kept), the camera's size on a GPU or for small frames, an explicit size always winning."""
+"""Processing resolution ``auto``: about 320x240 for larger frames (aspect ratio and pad multiple kept) on the CPU,
+and on a GPU for a model that infers the infrared; the camera's size for a dual-modal model on a GPU or for small
+frames; an explicit size always winning."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from dcmif_ros.inference.engine import FusionEngine
-from dcmif_ros.inference.processing_resolution import AUTO, CPU_AUTO_PIXELS, auto_size, describe, network_size
+from dcmif_ros.inference.processing_resolution import AUTO, AUTO_PIXELS, auto_size, describe, network_size
 
 
 @pytest.mark.parametrize("camera,expected", [((640, 480), (320, 240)), ((1280, 720), (368, 208)),
@@ -15,13 +16,15 @@ def test_auto_on_the_cpu_keeps_about_320x240_pixels_and_the_aspect_ratio(camera,
     size = auto_size(*camera, provider="cpu", multiple=8)
     assert size == expected
     assert all(side % 8 == 0 for side in size)
-    assert abs(size[0] * size[1] / CPU_AUTO_PIXELS - 1) < 0.05
+    assert abs(size[0] * size[1] / AUTO_PIXELS - 1) < 0.05
     assert abs(size[0] / size[1] - camera[0] / camera[1]) < 0.08
 
 
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
-def test_auto_on_a_gpu_runs_at_the_camera_size(provider):
+def test_auto_on_a_gpu_runs_a_dual_model_at_the_camera_size_and_an_inferring_one_as_on_the_cpu(provider):
     assert network_size(AUTO, 1280, 720, provider, 8) == (1280, 720)
+    assert (network_size(AUTO, 1280, 720, provider, 8, infers_infrared=True)
+            == network_size(AUTO, 1280, 720, "cpu", 8) == (368, 208))
 
 
 def test_auto_leaves_small_frames_alone_and_respects_the_minimum_side():
@@ -51,3 +54,18 @@ def test_engine_runs_auto_at_the_reduced_size_and_keeps_the_output_size(random_t
     native = FusionEngine(random_tiny_onnx, provider="cpu")
     native.run(frame)
     assert native.network_size == (640, 480)
+
+
+def test_the_engine_tells_auto_whether_its_model_infers_the_infrared(random_tiny_onnx):
+    """On a GPU (its provider's name is all ``auto`` reads) the visible model runs scaled down, the shipped
+    dual-modal one at the camera's size."""
+    from dcmif_ros.inference.pipeline import default_model_path
+
+    frame = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    visible = FusionEngine(random_tiny_onnx, provider="cpu", processing_size=AUTO)
+    dual = FusionEngine(default_model_path("dcmif_dual_tiny.onnx"), provider="cpu", processing_size=AUTO)
+    for engine in (visible, dual):
+        engine.provider = "cuda"
+    visible.run(frame)
+    dual.run_dual(frame, frame[:, :, 0])
+    assert visible.network_size == (320, 240) and dual.network_size == (640, 480)

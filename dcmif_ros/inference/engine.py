@@ -403,7 +403,7 @@ class FusionEngine:
         network_input = luminance
         network_ir = None if infrared is None else infrared.astype(np.float32) * (1.0 / 255.0)
         size = network_size(self.processing_size, frame.shape[1], frame.shape[0], self.provider, self.pad_multiple,
-                            self.min_side)
+                            self.min_side, infers_infrared=infrared is None)
         if size != (frame.shape[1], frame.shape[0]):
             network_input = cv2.resize(luminance, size, interpolation=cv2.INTER_AREA)
             if network_ir is not None:
