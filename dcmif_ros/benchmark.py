@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcmif_ros.inference.graph_optimization import RUNS_IN_A_ROW
+from dcmif_ros.inference.graph_optimization import RUNS_IN_A_ROW, timed_in_blocks
 
 WARMUP_RUNS = 3
 
@@ -98,22 +98,12 @@ def run_benchmark(settings: BenchmarkSettings) -> list[dict]:
                 prior = pipeline.refresher.current
                 return pipeline.engine.run(frame, prior.gamma, prior.beta, want_pseudo_ir=False).timings_ms["total"]
 
-            for _ in range(WARMUP_RUNS):
-                pipeline.process(frame)
-                fused_only_ms()
-            totals, stages, fused_only = [], {}, []
-            for block in range(-(-settings.runs // (RUNS_IN_A_ROW - 1))):
-                for repeat in range(RUNS_IN_A_ROW):
-                    result = pipeline.process(frame)
-                    if repeat:
-                        totals.append(result.timings_ms["total"])
-                        for name, value in result.timings_ms.items():
-                            if name != "total":
-                                stages.setdefault(name, []).append(value)
-                for repeat in range(RUNS_IN_A_ROW):
-                    milliseconds = fused_only_ms()
-                    if repeat:
-                        fused_only.append(milliseconds)
+            # a viewer's frames (every output, their stages) and a detector's in alternating blocks: interleaved
+            # against the machine's drift, without a switch between their sessions on every frame
+            rounds = -(-settings.runs // (RUNS_IN_A_ROW - 1))
+            whole, fused_only = timed_in_blocks([lambda: pipeline.process(frame).timings_ms, fused_only_ms], rounds)
+            totals = [timings["total"] for timings in whole]
+            stages = {name: [timings[name] for timings in whole] for name in whole[0] if name != "total"}
             latency = summarize(totals)
             row = {
                 "model": pipeline.engine.manifest["model"],

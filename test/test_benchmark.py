@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import onnxruntime as ort
-import pytest
 
 from dcmif_ros import benchmark
 from dcmif_ros.inference.engine import FusionEngine
-from dcmif_ros.inference import graph_optimization
-from dcmif_ros.inference.graph_optimization import RUNS_IN_A_ROW, interleaved_median_ms, timing_feed
+from dcmif_ros.inference.graph_optimization import (RUNS_IN_A_ROW, WARM_UP_ROUNDS, interleaved_median_ms,
+                                                    timed_in_blocks, timing_feed)
 
 
 def test_bench_times_the_whole_graph_and_the_cut_in_blocks(random_tiny_onnx, monkeypatch):
@@ -30,18 +29,26 @@ def test_bench_times_the_whole_graph_and_the_cut_in_blocks(random_tiny_onnx, mon
     assert switches == 2 * -(-runs // (RUNS_IN_A_ROW - 1)) - 1  # one per block, not one per frame
 
 
-def test_interleaved_timing_leaves_out_each_blocks_first_run(random_tiny_onnx, monkeypatch):
-    session = ort.InferenceSession(str(random_tiny_onnx), providers=["CPUExecutionProvider"])
-    clock = iter(range(10_000))
-    monkeypatch.setattr(graph_optimization.time, "perf_counter", lambda: next(clock) / 1000.0)
-    calls = []
+def test_blocks_drop_each_ones_first_run_and_the_warm_up_rounds():
+    """Call k of every block returns k: kept are 2..RUNS_IN_A_ROW from every timed round, never a block's first
+    call (the one that pays for a switch) nor any call of the warm-up rounds."""
+    calls = {"whole": 0, "cut": 0}
 
-    class Counting:
-        def run(self, outputs, feed):
-            calls.append(1)
-            return session.run(outputs, feed)
+    def measure(name):
+        def call():
+            calls[name] += 1
+            warm_up = calls[name] <= WARM_UP_ROUNDS * RUNS_IN_A_ROW
+            return (calls[name] - 1) % RUNS_IN_A_ROW + 1 + (100 if warm_up else 0)
+        return call
 
     rounds = 3
-    medians = interleaved_median_ms([Counting(), Counting()], timing_feed(session, 16), rounds)
-    assert len(calls) == 2 * RUNS_IN_A_ROW * (graph_optimization.WARM_UP_RUNS + rounds)
-    assert medians == [pytest.approx(1.0), pytest.approx(1.0)]  # each timed run: two clock ticks, one ms apart
+    whole, cut = timed_in_blocks([measure("whole"), measure("cut")], rounds)
+    expected = list(range(2, RUNS_IN_A_ROW + 1)) * rounds
+    assert whole == expected and cut == expected
+    assert calls == dict.fromkeys(("whole", "cut"), RUNS_IN_A_ROW * (WARM_UP_ROUNDS + rounds))
+
+
+def test_interleaved_median_times_real_sessions(random_tiny_onnx):
+    session = ort.InferenceSession(str(random_tiny_onnx), providers=["CPUExecutionProvider"])
+    medians = interleaved_median_ms([session, session], timing_feed(session, 16), 1)
+    assert len(medians) == 2 and all(0 < value < 60_000 for value in medians)

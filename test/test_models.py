@@ -316,9 +316,11 @@ def test_warmth_fusion_keeps_the_visible_image_and_adds_the_gated_warmth():
         _, offset = net.rin.fields(net.rin.features(closed.coef_vis, guide), guide)
         warmth = synthesize(upsample_field(offset, net.rin.stride), net.dictionary)
     assert torch.equal(closed.fused, image)
+    rim = TINY.kernel_size // 2  # the visible coefficients encode the image, D ⋆ S̃_vis ≈ Y (a random JSRL: roughly)
+    reconstruction = synthesize(closed.coef_vis, net.dictionary)
+    assert (reconstruction - image)[..., rim:-rim, rim:-rim].abs().mean() < (image - image.mean()).abs().mean()
     assert closed.gate.max() < 1e-6 and opened.gate.min() > 1 - 1e-6
     assert torch.equal(opened.pseudo_ir, closed.pseudo_ir)  # the gate shapes the fused image only
-    rim = TINY.kernel_size // 2
     with torch.no_grad():
         coef_pseudo_ir = net.rin(closed.coef_vis, image)
     assert torch.allclose(closed.pseudo_ir[..., rim:-rim, rim:-rim],

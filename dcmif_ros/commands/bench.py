@@ -32,7 +32,9 @@ def register(subparsers) -> None:
     parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes("320x240,640x480,1280x720"),
                         help="comma-separated WIDTHxHEIGHT list")
     add_provider_argument(parser)
-    parser.add_argument("--runs", type=int, default=30, help="timed runs per size")
+    parser.add_argument("--runs", type=int, default=30,
+                        help="timed runs per size and graph, rounded up to whole blocks (the first run of each "
+                             "block of five is untimed: it pays for the switch from the other graph)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: default)")
     parser.add_argument("--processing-size", type=parse_sizes, default=None,
                         help="run the network at this WIDTHxHEIGHT and transfer the result to the input size")

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"refresh the prior every N processed frames (default: {DEFAULT_REFRESH_EVERY})")
     parser.add_argument("--processing-size", type=parse_sizes, metavar="WxH",
                         help="run the network at this size (outputs keep the camera's 640x480); default: the "
-                             "node's own, auto (about 320x240 on the CPU, the camera's size on a GPU)")
+                             "node's own, auto (about 320x240, on a GPU too for this visible model)")
     parser.add_argument("--rate", type=positive_number, default=15.0, help="camera frames per second (default: 15)")
     parser.add_argument("--duration", type=positive_number, default=10.0,
                         help="seconds of video once the node is ready (default: 10)")

@@ -12,14 +12,16 @@ GPU providers always run at the highest level.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
 LEVELS = ("extended", "all")
 DEFAULT_CPU_LEVEL = "extended"  # what manifests written before the measurement existed ran at
 TIMING_SIZE = (240, 320)  # (height, width): the node's CPU processing resolution, rounded up to the pad multiple
-TIMING_RUNS = 6  # rounds of RUNS_IN_A_ROW runs per level
-WARM_UP_RUNS = 2
+TIMING_ROUNDS = 6  # of RUNS_IN_A_ROW runs per level
+WARM_UP_ROUNDS = 1
 RUNS_IN_A_ROW = 5
 """Sessions timed against each other run in alternating blocks of this many runs, the first of each untimed: it
 pays for the switch from the other sessions (their threads still spinning, caches holding their buffers; +7 to
@@ -27,6 +29,7 @@ pays for the switch from the other sessions (their threads still spinning, cache
 alternating blocks keep the machine's drift out of the comparison."""
 ALL_MIN_SPEEDUP = 1.05
 MANIFEST_KEY = "cpu_graph_optimization"
+T = TypeVar("T")
 
 
 def ort_level(name: str):
@@ -40,7 +43,12 @@ def graph_optimization_level(first_provider: str, manifest: dict | None = None):
     """The level a session for ``first_provider`` opens ``manifest``'s graph at: the measured one on the CPU."""
     if first_provider != "CPUExecutionProvider":
         return ort_level("all")
-    return ort_level(((manifest or {}).get(MANIFEST_KEY) or {}).get("level", DEFAULT_CPU_LEVEL))
+    return ort_level(cpu_level(manifest))
+
+
+def cpu_level(manifest: dict | None) -> str:
+    """The level name CPU sessions open ``manifest``'s graph at: the measured one, else ``DEFAULT_CPU_LEVEL``."""
+    return (((manifest or {}).get(MANIFEST_KEY) or {}).get("level", DEFAULT_CPU_LEVEL))
 
 
 def timing_feed(session, multiple: int) -> dict[str, np.ndarray]:
@@ -58,18 +66,31 @@ def timing_feed(session, multiple: int) -> dict[str, np.ndarray]:
     return feed
 
 
-def interleaved_median_ms(sessions: list, feed: dict[str, np.ndarray], rounds: int) -> list[float]:
-    """Median milliseconds per run of each session on ``feed``: ``rounds`` rounds (after ``WARM_UP_RUNS`` untimed
-    ones), each running every session ``RUNS_IN_A_ROW`` times in a row, the first of each block untimed."""
-    times: list[list[float]] = [[] for _ in sessions]
-    for round_index in range(WARM_UP_RUNS + rounds):
-        for session, samples in zip(sessions, times):
+def timed_in_blocks(measures: list[Callable[[], T]], rounds: int) -> list[list[T]]:
+    """What each measure returned (its timing), kept from ``rounds`` rounds after ``WARM_UP_ROUNDS`` untimed ones,
+    each round calling every measure ``RUNS_IN_A_ROW`` times in a row and dropping the first call of each block."""
+    samples: list[list[T]] = [[] for _ in measures]
+    for round_index in range(WARM_UP_ROUNDS + rounds):
+        for measure, kept in zip(measures, samples):
             for repeat in range(RUNS_IN_A_ROW):
-                start = time.perf_counter()
-                session.run(None, feed)
-                if round_index >= WARM_UP_RUNS and repeat:
-                    samples.append((time.perf_counter() - start) * 1e3)
-    return [float(np.median(samples)) for samples in times]
+                timing = measure()
+                if round_index >= WARM_UP_ROUNDS and repeat:
+                    kept.append(timing)
+    return samples
+
+
+def run_ms(session, feed: dict[str, np.ndarray]) -> Callable[[], float]:
+    """A measure for ``timed_in_blocks``: one run of ``session`` on ``feed``, in milliseconds."""
+    def measure() -> float:
+        start = time.perf_counter()
+        session.run(None, feed)
+        return (time.perf_counter() - start) * 1e3
+    return measure
+
+
+def interleaved_median_ms(sessions: list, feed: dict[str, np.ndarray], rounds: int) -> list[float]:
+    """Median milliseconds per run of each session on ``feed``, timed in alternating blocks (``timed_in_blocks``)."""
+    return [float(np.median(samples)) for samples in timed_in_blocks([run_ms(s, feed) for s in sessions], rounds)]
 
 
 def measure_cpu_levels(onnx_path, multiple: int) -> dict:
@@ -85,7 +106,7 @@ def measure_cpu_levels(onnx_path, multiple: int) -> dict:
         options.log_severity_level = 3
         sessions.append(ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"]))
     feed = timing_feed(sessions[0], multiple)
-    ms = dict(zip(LEVELS, (round(value, 2) for value in interleaved_median_ms(sessions, feed, TIMING_RUNS))))
+    ms = dict(zip(LEVELS, (round(value, 2) for value in interleaved_median_ms(sessions, feed, TIMING_ROUNDS))))
     level = "all" if ms["extended"] >= ALL_MIN_SPEEDUP * ms["all"] else "extended"
     height, width = next(v for v in feed.values() if v.ndim == 4).shape[-2:]
     return {"level": level, "ms": ms, "size": f"{width}x{height}", "min_speedup_for_all": ALL_MIN_SPEEDUP,

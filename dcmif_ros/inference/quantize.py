@@ -13,8 +13,8 @@ weights per output channel with reduce_range, as onnxruntime advises for CPUs wi
 * ConvTranspose with stride equal to its kernel (the U-Nets' non-overlapping up-sampling) is rewritten as a 1×1
   Conv and DepthToSpace, the same sums: onnxruntime has no int8 ConvTranspose kernel, so these stayed in float.
 * Convolutions on the image domain stay float (``image_domain_convs``): the ones that read a one- or two-channel
-  image (REN's analysis), write one (D⋆S, the syntheses of the outputs' coefficients) or run on an image's pixel blocks (REN's
-  4×4-block solve, between SpaceToDepth-like reshapes and DepthToSpace). Quantising their 8-bit inputs or outputs
+  image (REN's analysis), write one (D⋆S, the syntheses of the outputs' coefficients) or run on an image's pixel
+  blocks (REN's 4×4-block solve, between SpaceToDepth-like reshapes and DepthToSpace). Quantising their 8-bit inputs or outputs
   costs grey levels directly: measured on DCMIF tiny at 320×240, the solve alone added 6 grey levels of mean error.
 
 Only the frames (``image_inputs``) come from data; other inputs (FiLM γ, β) come from the caller's probes, so a new
@@ -42,7 +42,7 @@ CALIBRATION_PAIRS = 24
 VALIDATION_PAIRS = 8
 NETWORK_SIZE = (320, 240)
 """(width, height) frames are resized to (larger ones only): what ``auto`` runs a 640×480 camera at on the CPU."""
-SPEED_RUNS = 8  # rounds of graph_optimization.RUNS_IN_A_ROW runs per graph
+SPEED_ROUNDS = 8  # of graph_optimization.RUNS_IN_A_ROW runs per graph
 AUTO_MAX_ERROR_GREY = 8.0
 """``auto`` takes int8 only if no output differs from fp32 by more than this many grey levels (of 255) on the
 validation frames: twice the fp16 tolerance, still below the smallest warm-object contrast the pseudo-IR has to
@@ -269,14 +269,15 @@ def parity(fp32_path: Path, int8_path: Path, feeds: list[dict[str, np.ndarray]],
 
 
 def speed(fp32_path: Path, int8_path: Path, feed: dict[str, np.ndarray], cpu_level: str) -> dict:
-    """Median milliseconds per run of both graphs on this machine's CPU, runs interleaved so load hits both."""
+    """Median milliseconds per run of both graphs on this machine's CPU, timed in alternating blocks
+    (``graph_optimization.timed_in_blocks``) so load hits both."""
     import onnxruntime as ort
 
     from dcmif_ros.benchmark import cpu_name
 
     sessions = [ort.InferenceSession(str(p), session_options(cpu_level), providers=["CPUExecutionProvider"])
                 for p in (fp32_path, int8_path)]
-    fp32_ms, int8_ms = interleaved_median_ms(sessions, feed, SPEED_RUNS)
+    fp32_ms, int8_ms = interleaved_median_ms(sessions, feed, SPEED_ROUNDS)
     height, width = next(v for k, v in feed.items() if k in IMAGE_INPUTS).shape[-2:]
     return {"size": f"{width}x{height}", "fp32_ms": round(fp32_ms, 2), "int8_ms": round(int8_ms, 2),
             "speedup": round(fp32_ms / int8_ms, 3), "cpu": cpu_name(), "logical_cpus": os.cpu_count(),

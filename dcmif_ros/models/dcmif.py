@@ -163,7 +163,7 @@ def room_below_white(luminance: torch.Tensor, stride: int) -> torch.Tensor:
     warmth added elsewhere gave (docs/model.md, "Fifth round")."""
     cells = F.max_pool2d(luminance, stride)  # each cell's brightest pixel, then the brightest cell within reach:
     reach = WARMTH_REACH_CELLS  # the same maximum as one window over the pixels, at a tenth of the comparisons
-    brightest = F.max_pool2d(cells, 2 * reach + 1, 1, padding=reach) if reach else cells
+    brightest = F.max_pool2d(cells, 2 * reach + 1, 1, padding=reach)
     return ((1.0 - brightest) / WHITE_MARGIN).clamp(0.0, 1.0)
 
 

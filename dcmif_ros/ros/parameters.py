@@ -86,8 +86,9 @@ def parameter_specs() -> tuple[ParameterSpec, ...]:
                       "CPU workers + pool = the process's cores, on a GPU onnxruntime decides",
                       integer_range=(0, MAX_INFERENCE_THREADS)),
         ParameterSpec("processing_width", 0, "width the network runs at; 0 (with processing_height 0) = auto: "
-                      "about 320x240 for larger frames (aspect ratio kept), on a GPU too unless use_ir, where "
-                      "it is the input's own size (outputs always keep the input size)",
+                      "about 320x240 for larger frames (aspect ratio kept), on a GPU too, except frames fused "
+                      "with the real infrared (use_ir), which run at the input's own size (outputs always keep "
+                      "the input size)",
                       integer_range=(0, MAX_PROCESSING_SIDE),
                       constraints="0 together with processing_height, or both positive"),
         ParameterSpec("processing_height", 0, "height the network runs at; 0 (with processing_width 0) = auto",
