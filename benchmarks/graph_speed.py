@@ -20,9 +20,8 @@ from pathlib import Path
 
 from dcmif_ros.benchmark import cpu_name
 from dcmif_ros.inference.engine import PSEUDO_IR_OUTPUT, load_manifest
-from dcmif_ros.inference.graph_optimization import (RUNS_IN_A_ROW, cpu_level, graph_without, interleaved_median_ms,
-                                                    timing_feed)
-from dcmif_ros.inference.quantize import session_options
+from dcmif_ros.inference.graph_optimization import (RUNS_IN_A_ROW, cpu_level, cpu_session_options, graph_without,
+                                                    interleaved_median_ms, timing_feed)
 
 THREADS = 2
 
@@ -31,7 +30,7 @@ def session(model, manifest: dict):
     """A CPU session at the level the engine would open ``manifest``'s graph at, on ``THREADS`` threads."""
     import onnxruntime as ort
 
-    options = session_options(cpu_level(manifest))
+    options = cpu_session_options(cpu_level(manifest))
     options.intra_op_num_threads = THREADS
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 

@@ -25,7 +25,7 @@ import torch
 from dcmif_ros.inference.checkpoint import DCMIFBundle
 from dcmif_ros.models.dictionary import frozen_derived_weights
 from dcmif_ros.models.jsrl import REN
-from dcmif_ros.inference.graph_optimization import MANIFEST_KEY, measure_cpu_levels
+from dcmif_ros.inference.graph_optimization import MANIFEST_KEY, ORT_LOG_ERRORS_ONLY, measure_cpu_levels
 from dcmif_ros.inference.quantize import int8_entry
 
 OPSET = 20  # the first with a Gelu operator: decomposed into eight elementwise operators, GELU cost a tenth of a frame
@@ -39,7 +39,6 @@ KINDS = (KIND_VISIBLE, KIND_DUAL)
 DUAL_INPUT_NAMES = ["luminance", "infrared"]
 DUAL_OUTPUT_NAMES = ["fused", "gate"]  # the gate only for models that have one
 FP16_TOLERANCE = 4.0 / 255  # max abs error of any output on [0, 1]: four grey levels of an 8-bit image
-ORT_LOG_ERRORS_ONLY = 3
 FILM_PROBE_SCALE = 0.1  # spread of the probe's γ around 1 (β: half of it)
 FP16_PROBE_SIZES = ((480, 640), (96, 128))  # (height, width), multiples of every preset's pad_multiple
 

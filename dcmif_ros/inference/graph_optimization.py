@@ -28,6 +28,7 @@ pays for the switch from the other sessions (their threads still spinning, cache
 +14 ms on a 320×240 DCMIF frame here), which a process running one session frame after frame never pays, while
 alternating blocks keep the machine's drift out of the comparison."""
 ALL_MIN_SPEEDUP = 1.05
+ORT_LOG_ERRORS_ONLY = 3  # onnxruntime's log severity "error": its optimisers warn about ops they leave alone
 MANIFEST_KEY = "cpu_graph_optimization"
 T = TypeVar("T")
 
@@ -44,6 +45,17 @@ def graph_optimization_level(first_provider: str, manifest: dict | None = None):
     if first_provider != "CPUExecutionProvider":
         return ort_level("all")
     return ort_level(cpu_level(manifest))
+
+
+def cpu_session_options(level: str):
+    """Options for a CPU session at optimisation level ``level`` (a name in ``LEVELS``), logging errors only: what
+    every timing of a graph against another opens, at the level the engine would."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort_level(level)
+    options.log_severity_level = ORT_LOG_ERRORS_ONLY
+    return options
 
 
 def cpu_level(manifest: dict | None) -> str:
@@ -99,12 +111,8 @@ def measure_cpu_levels(onnx_path, multiple: int) -> dict:
 
     from dcmif_ros.benchmark import cpu_name
 
-    sessions = []
-    for name in LEVELS:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort_level(name)
-        options.log_severity_level = 3
-        sessions.append(ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"]))
+    sessions = [ort.InferenceSession(str(onnx_path), cpu_session_options(name), providers=["CPUExecutionProvider"])
+                for name in LEVELS]
     feed = timing_feed(sessions[0], multiple)
     ms = dict(zip(LEVELS, (round(value, 2) for value in interleaved_median_ms(sessions, feed, TIMING_ROUNDS))))
     level = "all" if ms["extended"] >= ALL_MIN_SPEEDUP * ms["all"] else "extended"

@@ -14,8 +14,9 @@ weights per output channel with reduce_range, as onnxruntime advises for CPUs wi
   Conv and DepthToSpace, the same sums: onnxruntime has no int8 ConvTranspose kernel, so these stayed in float.
 * Convolutions on the image domain stay float (``image_domain_convs``): the ones that read a one- or two-channel
   image (REN's analysis), write one (D⋆S, the syntheses of the outputs' coefficients) or run on an image's pixel
-  blocks (REN's 4×4-block solve, between SpaceToDepth-like reshapes and DepthToSpace). Quantising their 8-bit inputs or outputs
-  costs grey levels directly: measured on DCMIF tiny at 320×240, the solve alone added 6 grey levels of mean error.
+  blocks (REN's 4×4-block solve, between SpaceToDepth-like reshapes and DepthToSpace). Quantising their 8-bit
+  inputs or outputs costs grey levels directly: measured on DCMIF tiny at 320×240, the solve alone added 6 grey
+  levels of mean error.
 
 Only the frames (``image_inputs``) come from data; other inputs (FiLM γ, β) come from the caller's probes, so a new
 branch or input needs no change here.
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcmif_ros.inference.graph_optimization import interleaved_median_ms, ort_level
+from dcmif_ros.inference.graph_optimization import ORT_LOG_ERRORS_ONLY, cpu_session_options, interleaved_median_ms
 from dcmif_ros.resources import SOURCE_TREE
 
 INT8_SUFFIX = ".int8.onnx"
@@ -54,7 +55,6 @@ AUTO_MIN_SPEEDUP = 1.1
 INT8_KERNEL_PREFIXES = ("QLinear", "DynamicQuantize")
 INT8_KERNEL_OPS = {"ConvInteger", "MatMulInteger", "QGemm"}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
-ORT_LOG_ERRORS_ONLY = 3
 
 
 def default_data_roots() -> list[Path]:
@@ -212,7 +212,7 @@ def kernel_census(graph_path: Path, cpu_level: str) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         optimised = Path(folder) / "optimised.onnx"
-        options = session_options(cpu_level)
+        options = cpu_session_options(cpu_level)
         options.optimized_model_filepath = str(optimised)
         ort.InferenceSession(str(graph_path), options, providers=["CPUExecutionProvider"])
         ops = Counter(node.op_type for node in onnx.load(str(optimised)).graph.node)
@@ -221,17 +221,6 @@ def kernel_census(graph_path: Path, cpu_level: str) -> dict:
     float_ops = {op: n for op, n in ops.items() if op not in int8 and op not in qdq}
     return {"int8": dict(sorted(int8.items())), "float": dict(sorted(float_ops.items())),
             "quantize_dequantize": dict(sorted(qdq.items()))}
-
-
-def session_options(cpu_level: str):
-    """A CPU session at the optimisation level the engine opens the fp32 graph at (``graph_optimization``), so
-    int8 is timed against the fp32 the node would run."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort_level(cpu_level)
-    options.log_severity_level = ORT_LOG_ERRORS_ONLY
-    return options
 
 
 def parity(fp32_path: Path, int8_path: Path, feeds: list[dict[str, np.ndarray]], infrared: list[np.ndarray],
@@ -243,7 +232,7 @@ def parity(fp32_path: Path, int8_path: Path, feeds: list[dict[str, np.ndarray]],
     from dcmif_ros.evaluation.metrics import compute_metrics
     from dcmif_ros.training.fusion_validation import VALIDATION_METRICS
 
-    sessions = [ort.InferenceSession(str(p), session_options(cpu_level), providers=["CPUExecutionProvider"])
+    sessions = [ort.InferenceSession(str(p), cpu_session_options(cpu_level), providers=["CPUExecutionProvider"])
                 for p in (fp32_path, int8_path)]
     names = [o.name for o in sessions[0].get_outputs()]
     worst = {name: 0.0 for name in names}
@@ -275,7 +264,7 @@ def speed(fp32_path: Path, int8_path: Path, feed: dict[str, np.ndarray], cpu_lev
 
     from dcmif_ros.benchmark import cpu_name
 
-    sessions = [ort.InferenceSession(str(p), session_options(cpu_level), providers=["CPUExecutionProvider"])
+    sessions = [ort.InferenceSession(str(p), cpu_session_options(cpu_level), providers=["CPUExecutionProvider"])
                 for p in (fp32_path, int8_path)]
     fp32_ms, int8_ms = interleaved_median_ms(sessions, feed, SPEED_ROUNDS)
     height, width = next(v for k, v in feed.items() if k in IMAGE_INPUTS).shape[-2:]
